@@ -1,0 +1,1 @@
+"""Probes: the in-trainer step probe and the host, network and GPU pollers."""

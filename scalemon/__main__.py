@@ -1,0 +1,3 @@
+from scalemon.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The nanochat-shaped trainer that `scalemon run` launches (imports torch)."""

@@ -1,0 +1,1 @@
+"""The Textual screen (the only part of scalemon that imports textual)."""
