@@ -95,6 +95,220 @@ def plan(more_depths, depths, vocab, seq_len, tokens_per_step, steps, tokens_per
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_plan(result))
 
 
+RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume"}
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("script", nargs=-1, type=click.UNPROCESSED, metavar="[-- SCRIPT ARGS...]")
+@click.option("--depth", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--vocab", type=click.IntRange(min=2), default=65_536, show_default=True)
+@click.option("--backend", type=click.Choice(["gloo", "nccl"]),
+              help="gloo (CPU) or nccl (CUDA); default: from --device.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--nproc-per-node", type=click.IntRange(min=1),
+              help="Ranks on this machine [default: 2 on CPU, one per GPU].")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--master-addr", default="127.0.0.1", show_default=True)
+@click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), help="Step horizon.")
+@click.option("--tokens-per-param", type=click.FloatRange(min=0, min_open=True),
+              help="Horizon as tokens per parameter [default: 20, Chinchilla].")
+@click.option("--tokens-per-step", type=click.IntRange(min=1),
+              help="Tokens per optimizer step = device batch x seq x world x accumulation.")
+@click.option("--seq-len", type=click.IntRange(min=8),
+              help="[default: 512 on CPU, 2048 on CUDA]")
+@click.option("--device-batch", type=click.IntRange(min=1),
+              help="Sequences per rank per micro-step [default: 1 on CPU, 32 on CUDA].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
+              show_default=True)
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Steps between checkpoints (0: only at the end).")
+@click.option("--threads-per-rank", type=click.IntRange(min=1),
+              help="[default: cores / local ranks]")
+@click.option("--data", type=click.Path(), help="Pre-tokenized shards (uint16/uint32 .bin) "
+              "instead of the built-in synthetic stream.")
+@click.option("--name", help="Run name [default: d<depth>-<date>-<time>].")
+@click.option("--run-dir", type=click.Path(), help="Put the run dir here instead.")
+@click.option("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
+@click.option("--no-tui", is_flag=True, help="Print status lines instead of the screen.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds between headless status lines.")
+@click.pass_context
+def run(ctx, script, resume, no_tui, interval, **options) -> int:
+    """Launch a training run through torch.distributed's launcher and watch it.
+
+    \b
+    scalemon run --depth 4 --backend gloo           the built-in trainer, 2 gloo ranks
+    scalemon run --nproc-per-node 2 -- train.py ARGS   your script, with the probe on
+    """
+    from click.core import ParameterSource
+
+    from scalemon import launch
+    from scalemon.rundir import RunDirError, resolve_run
+
+    problem = launch.torch_problem()
+    if problem:
+        raise UserError(problem)
+    try:
+        if resume:
+            given = {name for name in ctx.params
+                     if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+            extra = sorted(given - RUN_OPTIONS_FOR_RESUME)
+            if extra or script:
+                what = f"--{extra[0].replace('_', '-')}" if extra else "a script"
+                raise UserError(f"--resume continues a run with its own config; only --steps "
+                                f"may change (got {what})")
+            run_dir = _prepare_resume(resolve_run(resume), options["steps"])
+        else:
+            opts = launch.RunOptions(script=tuple(script), **options)
+            run_dir = launch.create_run(opts)
+    except (launch.LaunchError, RunDirError) as error:
+        raise UserError(str(error)) from None
+    return _watch_launched(run_dir, interval)
+
+
+def _prepare_resume(run_dir, steps):
+    from scalemon.rundir import describe
+
+    listing = describe(run_dir)
+    if listing.state in ("running", "starting"):
+        raise UserError(f"run {run_dir.name} is still running")
+    config = run_dir.read_config()
+    if steps:
+        config["train"]["steps"] = steps
+    run_dir.write_config(config)
+    run_dir.status_path.unlink(missing_ok=True)
+    return run_dir
+
+
+def _watch_launched(run_dir, interval: float) -> int:
+    """Start the supervisor and follow the run headless; the exit code is the trainer's."""
+    import signal
+    import subprocess
+
+    from scalemon import headless, launch
+    from scalemon.collector import Collector
+
+    supervisor = launch.start_supervisor(run_dir)
+    click.echo(f"run {run_dir.name} in {run_dir.path}")
+    click.echo(f"  logs: {run_dir.logs_dir}/stdout.log, stderr.log; "
+               "Ctrl-C stops the run (checkpoint first), twice leaves it running")
+    interrupts = []
+
+    def on_interrupt(signum, frame):
+        interrupts.append(signum)
+        if len(interrupts) == 1:
+            click.echo("stopping the run: the ranks save a checkpoint and exit "
+                       "(Ctrl-C again to leave it running)", err=True)
+            supervisor.send_signal(signal.SIGTERM)
+
+    def detached() -> bool:
+        return len(interrupts) > 1 or hangups != []
+
+    hangups = []
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    with Collector(run_dir) as collector:
+        final = headless.follow(collector, click.echo, interval,
+                                stop=lambda: detached() or supervisor.poll() is not None)
+        if detached():
+            click.echo(f"left run {run_dir.name} training; see it with: "
+                       f"scalemon replay {run_dir.name}", err=True)
+            return 0
+        try:
+            supervisor.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            click.echo("the launcher has not exited 120 s after the ranks ended", err=True)
+            return 1
+        collector.read_files()
+        status = run_dir.read_status()
+        final = collector.state.state()
+    code = status.get("exit_code") if status else supervisor.returncode
+    code = code if isinstance(code, int) else 1
+    if final == "failed" or code != 0:
+        click.echo(f"run {run_dir.name} failed with exit code {code}; last lines of stderr:",
+                   err=True)
+        for line in _tail_lines(run_dir.logs_dir / "stderr.log", 8):
+            click.echo(f"  {line}", err=True)
+    else:
+        click.echo(f"run {run_dir.name} {final}: resume or extend it with "
+                   f"scalemon run --resume {run_dir.name} [--steps N]")
+    return code
+
+
+def _tail_lines(path, count: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-count:]
+
+
+@cli.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def list_runs_command(as_json: bool) -> None:
+    """List runs with their state, step / horizon and last loss."""
+    import time
+
+    from scalemon.rundir import RunDirError, describe, list_runs, runs_root
+    from scalemon.units import format_duration
+
+    listings = []
+    for run_dir in list_runs():
+        try:
+            listings.append(describe(run_dir))
+        except RunDirError as error:
+            click.echo(f"skipping {run_dir.path}: {error}", err=True)
+    if as_json:
+        click.echo(json.dumps([
+            {"name": item.run.name, "path": str(item.run.path), "state": item.state,
+             "step": item.step, "horizon": item.horizon, "loss": item.loss,
+             "updated": item.updated, "world": item.world} for item in listings], indent=2))
+        return
+    if not listings:
+        click.echo(f"no runs in {runs_root()}; start one with: scalemon run --depth 4")
+        return
+    rows = [("NAME", "STATE", "STEP", "LOSS", "WORLD", "UPDATED")]
+    for item in listings:
+        horizon = f"/{item.horizon:,}" if item.horizon else ""
+        rows.append((item.run.name, item.state, f"{item.step + 1:,}{horizon}",
+                     "-" if item.loss is None else f"{item.loss:.3f}", str(item.world or "-"),
+                     format_duration(time.time() - item.updated) + " ago"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@click.argument("run_name", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print the folded state as JSON.")
+def replay(run_name: str, as_json: bool) -> None:
+    """Fold a run's records (finished or running) and print the state the monitor shows."""
+    from scalemon import headless
+    from scalemon.collector import Collector
+    from scalemon.rundir import RunDirError, resolve_run
+
+    try:
+        collector = Collector(resolve_run(run_name), live=False)
+    except RunDirError as error:
+        raise UserError(str(error)) from None
+    state = collector.state
+    if as_json:
+        summary = state.summary()
+        summary["bad_lines"] = collector.bad_file_lines
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(headless.report(state))
+    if collector.bad_file_lines:
+        click.echo(f"({collector.bad_file_lines} unreadable record lines skipped)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors with exit code 2 for bad input, never a traceback."""
     try:

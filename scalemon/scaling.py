@@ -89,6 +89,8 @@ class DevicePreset:
     source: str
 
 
+ADA_WHITEPAPER = "NVIDIA Ada Lovelace GPU architecture whitepaper (appendix tables)"
+
 # Dense peak numbers from the vendors' datasheets (sparsity doubles are not used).
 DEVICES: dict[str, DevicePreset] = {
     preset.key: preset
@@ -102,9 +104,9 @@ DEVICES: dict[str, DevicePreset] = {
         # AMD Instinct MI300X datasheet: BF16 1,307.4 TFLOPS dense; FP32 (vector) 163.4.
         DevicePreset("mi300x", "MI300X", 1307.4e12, 163.4e12, "AMD Instinct MI300X datasheet"),
         # NVIDIA Ada whitepaper, RTX 4090: BF16 tensor with FP32 accumulate 165.2 dense; FP32 82.6.
-        DevicePreset("rtx4090", "RTX 4090", 165.2e12, 82.6e12, "NVIDIA Ada Lovelace GPU architecture whitepaper"),
+        DevicePreset("rtx4090", "RTX 4090", 165.2e12, 82.6e12, ADA_WHITEPAPER),
         # NVIDIA Ada whitepaper, RTX 4070 (46 SMs, 2.475 GHz boost): BF16 FP32-acc 58.3; FP32 29.1.
-        DevicePreset("rtx4070", "RTX 4070", 58.3e12, 29.1e12, "NVIDIA Ada Lovelace GPU architecture whitepaper"),
+        DevicePreset("rtx4070", "RTX 4070", 58.3e12, 29.1e12, ADA_WHITEPAPER),
     )
 }
 

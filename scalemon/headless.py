@@ -1,0 +1,131 @@
+"""The headless view: one readable line every few seconds, for SSH sessions and logs.
+
+`run --no-tui`, `attach --no-tui` and `replay` print the same lines from the
+same RunState the screen shows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from scalemon.runstate import Event, RunState
+from scalemon.units import format_bytes, format_count, format_duration, format_rate
+
+SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)),
+                ("opt", ("optimizer",)), ("data", ("data",)), ("other", ("other",)))
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def split_text(state: RunState) -> str:
+    split = state.split()
+    if split is None or not split.total > 0:
+        return "split: waiting"
+    parts = []
+    for label, names in SPLIT_LABELS:
+        share = sum(split.share(n) for n in names)
+        parts.append(f"{label} {share:.0%}")
+    return " ".join(parts)
+
+
+def loss_text(state: RunState) -> str:
+    loss = state.loss
+    if loss is None:
+        return "loss -"
+    text = f"loss {loss:.3f}"
+    if state.ln_vocab and math.isfinite(loss):
+        below = round(state.ln_vocab - loss, 2)
+        text += f" ({below:.2f} below ln V)" if below >= 0 else f" ({-below:.2f} above ln V)"
+    return text
+
+
+def status_line(state: RunState, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    horizon = f"/{state.horizon:,}" if state.horizon else ""
+    step = max(state.step + 1, 0)
+    parts = [f"{_clock(now)} {state.state():<8} step {step:,}{horizon}", loss_text(state)]
+    eta = state.eta()
+    if eta is not None:
+        parts.append(f"{format_count(eta.tok_s)} tok/s")
+    parts.append(split_text(state))
+    straggler = state.straggler()
+    if straggler is not None:
+        parts.append(f"slowest r{straggler.rank} (+{format_duration(straggler.wait_s)})")
+    if eta is not None:
+        parts.append(f"ETA {format_duration(eta.mid_s)}")
+    elif state.horizon is None:
+        parts.append("ETA unknown (no horizon)")
+    return " | ".join(parts)
+
+
+def event_line(event: Event) -> str:
+    mark = {"info": "-", "warn": "!", "error": "!!"}.get(event.level, "-")
+    return f"{_clock(event.t)} {mark} {event.text}"
+
+
+def report(state: RunState) -> str:
+    """A multi-line summary of a whole run (replay's default output)."""
+    s = state.summary()
+    lines = [f"run {s['name'] or '?'}: {s['state']}, step {max(s['step'] + 1, 0):,}"
+             + (f" of {s['horizon']:,}" if s["horizon"] else "")
+             + (f", world {s['world']}" if s["world"] else "")
+             + (f", depth {s['depth']}, vocab {s['vocab']:,}" if s["depth"] and s["vocab"]
+                else "")]
+    lines.append(loss_text(state) + (f", unigram entropy {s['unigram_entropy']:.3f}"
+                                     if s["unigram_entropy"] else ""))
+    split = state.split()
+    if split is not None:
+        lines.append(f"median step {format_duration(split.total)}: {split_text(state)}")
+        if split.comm > 0:
+            lines.append(f"sync: exposed {format_duration(split.sync)} of "
+                         f"{format_duration(split.comm)} comm ({format_duration(split.overlap)} "
+                         f"overlapped), {format_bytes(split.bytes)}/step at "
+                         f"{format_rate(split.bus_bit_s)}")
+    straggler = state.straggler()
+    if straggler is not None:
+        lines.append(f"slowest rank: {straggler.rank}, peers wait "
+                     f"{format_duration(straggler.wait_s)} a step")
+    regime, advice = state.regime()
+    lines.append(f"regime: {regime}: {advice}")
+    eta = state.eta()
+    if eta is not None:
+        lines.append(f"{format_count(eta.tok_s)} tok/s, {format_duration(eta.step_s)}/step; "
+                     f"ETA {format_duration(eta.mid_s)} "
+                     f"({format_duration(eta.low_s)} to {format_duration(eta.high_s)})")
+    lines += [event_line(e) for e in list(state.events)[-10:]]
+    return "\n".join(lines)
+
+
+def new_events(state: RunState, seen: int) -> list[Event]:
+    """Events logged since `seen` of them were handled (the log keeps only the last 200)."""
+    fresh = min(state.event_count - seen, len(state.events))
+    return list(state.events)[len(state.events) - fresh:] if fresh > 0 else []
+
+
+def follow(collector, out: Callable[[str], None], interval: float = 5.0,
+           stop: Callable[[], bool] = lambda: False) -> str:
+    """Print status lines until the run ends or `stop()` says so; returns the final state.
+
+    A line every `interval` seconds while steps advance, at least every
+    6 intervals while they do not, and one at the end; events as they happen.
+    """
+    state = collector.state
+    seen_events = 0
+    last_line, last_step = -math.inf, None
+    while True:
+        collector.poll(0.25)
+        for event in new_events(state, seen_events):
+            out(event_line(event))
+        seen_events = state.event_count
+        current = state.state()
+        done = current in ("finished", "stopped", "failed")
+        since = time.monotonic() - last_line
+        if done or (since >= interval and state.step != last_step) or since >= 6 * interval:
+            out(status_line(state))
+            last_line, last_step = time.monotonic(), state.step
+        if done or stop():
+            return current

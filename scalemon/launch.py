@@ -1,0 +1,233 @@
+"""Turning `scalemon run` options into a run dir and a launched, supervised run.
+
+The ranks start through torch.distributed's own launcher (`python -m
+torch.distributed.run`, the machinery behind torchrun), under a small
+supervisor (`scalemon.supervise`) in a session of its own: the monitor can quit
+or lose its SSH connection and the run goes on. The supervisor writes the
+launcher's exit status into the run dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from scalemon import scaling
+from scalemon.rundir import RUN_DIR_ENV, RunDir, RunDirError, check_name, runs_root
+
+CPU_DEFAULTS = {"seq_len": 512, "device_batch": 1}  # the first step shows within seconds
+CUDA_DEFAULTS = {"seq_len": 2048, "device_batch": 32}  # nanochat's
+
+
+class LaunchError(Exception):
+    """An impossible or inconsistent run configuration (one line for the CLI)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    depth: int = 4
+    vocab: int = scaling.DEFAULT_VOCAB
+    backend: str | None = None  # gloo | nccl; None: from the device
+    device: str = "auto"  # auto | cpu | cuda
+    nproc_per_node: int | None = None
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    steps: int | None = None
+    tokens_per_param: float | None = None
+    tokens_per_step: int | None = None
+    seq_len: int | None = None
+    device_batch: int | None = None
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    seed: int = 1337
+    checkpoint_every: int = 100
+    threads_per_rank: int | None = None
+    data: str | None = None
+    name: str | None = None
+    run_dir: str | None = None
+    script: tuple[str, ...] = ()
+
+
+def cuda_device_count() -> int:
+    """GPUs torch can use, asked in a child so the monitor never loads torch itself."""
+    code = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        return int(out.strip() or 0)
+    except (subprocess.SubprocessError, ValueError, OSError):
+        return 0
+
+
+def resolve_device(device: str, backend: str | None) -> tuple[str, str]:
+    """(device, backend): gloo goes with the CPU, nccl with CUDA."""
+    if device == "auto":
+        if backend == "gloo":
+            device = "cpu"
+        elif backend == "nccl":
+            device = "cuda"
+        else:
+            device = "cuda" if cuda_device_count() > 0 else "cpu"
+    backend = backend or ("nccl" if device == "cuda" else "gloo")
+    if (device, backend) == ("cpu", "nccl"):
+        raise LaunchError("--backend nccl needs --device cuda (use gloo on the CPU)")
+    if (device, backend) == ("cuda", "gloo"):
+        raise LaunchError("--backend gloo trains on the CPU; use --backend nccl with --device "
+                          "cuda, or --device cpu")
+    return device, backend
+
+
+def build_config(opts: RunOptions, device: str, backend: str, gpus: int = 0) -> dict:
+    """The run's config.json (docs/internals.md), checked for consistency."""
+    try:
+        shape = scaling.ModelShape(depth=opts.depth, vocab=opts.vocab)
+    except ValueError as error:
+        raise LaunchError(str(error)) from None
+    if opts.data and not Path(opts.data).exists():
+        raise LaunchError(f"--data {opts.data}: no such file or directory")
+    defaults = CUDA_DEFAULTS if device == "cuda" else CPU_DEFAULTS
+    seq_len = opts.seq_len or defaults["seq_len"]
+    device_batch = opts.device_batch or defaults["device_batch"]
+    nproc = opts.nproc_per_node or (max(1, gpus) if device == "cuda" else 2)
+    if device == "cuda" and gpus and nproc > gpus:
+        raise LaunchError(f"--nproc-per-node {nproc} but only {gpus} GPU(s) here")
+    if opts.nnodes < 1 or not 0 <= opts.node_rank < opts.nnodes:
+        raise LaunchError(f"--node-rank must be in 0..{opts.nnodes - 1}")
+    world = nproc * opts.nnodes
+    per_micro = device_batch * seq_len * world
+    tokens_per_step = opts.tokens_per_step or per_micro
+    if tokens_per_step % per_micro:
+        raise LaunchError(
+            f"--tokens-per-step {tokens_per_step} is not a multiple of device batch x seq len "
+            f"x world = {device_batch} x {seq_len} x {world} = {per_micro}")
+    if opts.steps and opts.tokens_per_param:
+        raise LaunchError("give either --steps or --tokens-per-param, not both")
+    steps = opts.steps or scaling.steps_for_tokens_per_param(
+        shape, opts.tokens_per_param or 20.0, tokens_per_step)
+    threads = opts.threads_per_rank or max(1, (os.cpu_count() or 1) // nproc)
+    name = check_name(opts.name or f"d{opts.depth}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return {
+        "schema": 1,
+        "name": name,
+        "created": time.time(),
+        "command": "script" if opts.script else "train",
+        "script": list(opts.script) or None,
+        "model": {"depth": opts.depth, "vocab": opts.vocab, "seq_len": seq_len,
+                  "aspect_ratio": scaling.DEFAULT_ASPECT_RATIO,
+                  "head_dim": scaling.DEFAULT_HEAD_DIM},
+        "train": {"device": device, "backend": backend, "device_batch": device_batch,
+                  "accum": tokens_per_step // per_micro, "tokens_per_step": tokens_per_step,
+                  "steps": steps, "lr": opts.lr, "warmup_steps": opts.warmup_steps,
+                  "seed": opts.seed, "checkpoint_every": opts.checkpoint_every,
+                  "data": str(Path(opts.data).resolve()) if opts.data else None},
+        "launch": {"nproc_per_node": nproc, "nnodes": opts.nnodes, "node_rank": opts.node_rank,
+                   "master_addr": opts.master_addr, "master_port": opts.master_port,
+                   "world_size": world, "threads_per_rank": threads},
+        "hosts": [socket.gethostname()],
+        "pids": {},
+    }
+
+
+def create_run(opts: RunOptions) -> RunDir:
+    """Validate the options, make the run dir and write its config (nothing launched yet)."""
+    if opts.script and not Path(opts.script[0]).is_file():
+        raise LaunchError(f"training script {opts.script[0]!r} not found")
+    device, backend = resolve_device(opts.device, opts.backend)
+    gpus = cuda_device_count() if device == "cuda" else 0
+    if device == "cuda" and gpus == 0:
+        raise LaunchError("--device cuda but torch sees no GPU here")
+    config = build_config(opts, device, backend, gpus)
+    path = Path(opts.run_dir).expanduser().resolve() if opts.run_dir else \
+        runs_root() / config["name"]
+    run = RunDir.create(path)
+    config["name"] = run.name
+    run.write_config(config)
+    return run
+
+
+def launcher_command(config: dict, run: RunDir) -> list[str]:
+    launch = config["launch"]
+    cmd = [sys.executable, "-m", "torch.distributed.run",
+           "--nproc-per-node", str(launch["nproc_per_node"])]
+    if launch["nnodes"] == 1:
+        cmd.append("--standalone")  # a free local rendezvous port, so runs never collide
+    else:
+        cmd += ["--nnodes", str(launch["nnodes"]), "--node-rank", str(launch["node_rank"]),
+                "--master-addr", launch["master_addr"], "--master-port",
+                str(launch["master_port"])]
+    if config.get("command") == "script":
+        return cmd + list(config["script"])
+    return cmd + ["-m", "scalemon.trainer.train", "--run-dir", str(run.path)]
+
+
+def launcher_env(config: dict, run: RunDir) -> dict[str, str]:
+    env = dict(os.environ)
+    env[RUN_DIR_ENV] = str(run.path)
+    env["OMP_NUM_THREADS"] = str(config["launch"]["threads_per_rank"])
+    env["PYTHONUNBUFFERED"] = "1"  # rank output reaches the log as it happens
+    return env
+
+
+def start_supervisor(run: RunDir) -> subprocess.Popen:
+    """Start `python -m scalemon.supervise RUN_DIR` in its own session.
+
+    The supervisor records its own pid and the launcher's in config.json: it is
+    the only writer of the config once the run is launched.
+    """
+    with open(run.logs_dir / "supervisor.log", "ab") as log:
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "scalemon.supervise", str(run.path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        except OSError as error:
+            raise LaunchError(f"cannot start the supervisor: {error.strerror}") from None
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by us, its parent) is not alive.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def request_stop(run: RunDir) -> bool:
+    """Ask the supervisor to stop the run gracefully (ranks checkpoint and exit)."""
+    try:
+        pid = run.read_config().get("pids", {}).get("supervisor")
+    except RunDirError:
+        return False
+    if not process_alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return False
+    return True
+
+
+def torch_problem() -> str | None:
+    """A one-line reason when torch cannot be found, without importing it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return f"torch is not installed for {sys.executable}: pip install torch==2.13.0"
+    return None

@@ -1,0 +1,433 @@
+"""RunState: a pure fold of records into what the monitor shows.
+
+No I/O: records, the run config and the supervisor's status go in; the step
+split, loss series, rates, ETA, straggler, regime and events come out. Every
+view (headless, TUI, JSON) reads the same state. Records may arrive twice (file
+and socket) or late; `apply` drops duplicates and tolerates any order.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from array import array
+from collections import deque
+from dataclasses import asdict, dataclass
+
+from scalemon import scaling
+from scalemon.records import CheckpointRecord, EndRecord, Record, StartRecord, StepRecord
+
+WARMUP_STEPS = 3  # after a (re)start: allocator, caches and the first allreduce are slow
+RECENT = 50  # steps in the rolling window for medians
+STALE_AFTER_S = 30.0  # a rank silent this long (or 10 median steps) has stopped reporting
+SYNC_TARGET = 0.10
+
+
+@dataclass
+class RankInfo:
+    rank: int
+    pid: int | None = None
+    host: str | None = None
+    start_step: int = 0
+    last_step: int = -1
+    last_t: float | None = None
+    ended: str | None = None  # finished | stopped | error
+    message: str | None = None
+    drops: int = 0
+    lost: int = 0
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class Split:
+    """The median step of the recent window, in seconds."""
+
+    data: float
+    forward: float
+    backward: float  # backward compute: the backward phase less its exposed sync
+    sync: float  # exposed gradient sync
+    optimizer: float
+    other: float
+    total: float
+    comm: float  # all bucket allreduces, overlapped or not
+    overlap: float
+    bytes: int
+    bus_bit_s: float  # achieved ring bandwidth: 2(n−1)/n · bytes·8 / comm
+    steps: int  # samples behind the medians
+
+    PARTS = ("data", "forward", "backward", "sync", "optimizer", "other")
+
+    def share(self, part: str) -> float:
+        return getattr(self, part) / self.total if self.total > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Straggler:
+    rank: int
+    wait_s: float  # median time the other ranks wait for it per step
+
+
+@dataclass(frozen=True)
+class Eta:
+    remaining_steps: int
+    step_s: float  # robust seconds per step (wall, between records)
+    low_s: float
+    mid_s: float
+    high_s: float
+    tok_s: float
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float
+    level: str  # info | warn | error
+    text: str
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def _quantile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return math.nan
+    index = q * (len(values) - 1)
+    low, high = math.floor(index), math.ceil(index)
+    return values[low] + (values[high] - values[low]) * (index - low)
+
+
+class RunState:
+    def __init__(self, config: dict | None = None) -> None:
+        self.config = config or {}
+        model, train = self.config.get("model", {}), self.config.get("train", {})
+        self.meta: dict = {}
+        self.name = self.config.get("name", "")
+        self.depth: int | None = model.get("depth")
+        self.vocab: int | None = model.get("vocab")
+        self.horizon: int | None = train.get("steps")
+        self.tokens_per_step: int | None = train.get("tokens_per_step")
+        self.world: int | None = self.config.get("launch", {}).get("world_size")
+        self.ranks: dict[int, RankInfo] = {}
+        self.loss_steps = array("q")  # loss of the lowest reporting rank, by step
+        self.loss_values = array("d")
+        self.loss_rank: int | None = None
+        self.recent: dict[int, deque[StepRecord]] = {}
+        self.ready_by_step: dict[int, dict[int, float]] = {}  # step -> rank -> last_ready
+        self.step_times: deque[tuple[int, float, int]] = deque(maxlen=RECENT + 1)
+        self.checkpoint_steps: set[int] = set()
+        self.last_checkpoint: CheckpointRecord | None = None
+        self.events: deque[Event] = deque(maxlen=200)
+        self.event_count = 0  # events ever logged, so views can tell which are new
+        self.status: dict | None = None
+        self.records = 0
+        self.duplicates = 0
+        self._seen: dict[int, tuple[set, deque]] = {}
+        self._last_nan_warning = -math.inf
+        self._last_high_warning = -math.inf
+        self._sync_alerted = False
+        self._lost_reported: dict[int, int] = {}
+
+    # --- folding ---------------------------------------------------------------------
+
+    def apply(self, record: Record) -> bool:
+        """Fold one record in; False for a duplicate already seen."""
+        if self._duplicate(record):
+            self.duplicates += 1
+            return False
+        self.records += 1
+        info = self.ranks.setdefault(record.rank, RankInfo(record.rank))
+        info.stale = False
+        if isinstance(record, StepRecord):
+            self._apply_step(info, record)
+        elif isinstance(record, StartRecord):
+            self._apply_start(info, record)
+        elif isinstance(record, CheckpointRecord):
+            self.checkpoint_steps.add(record.step)
+            if self.last_checkpoint is None or record.t >= self.last_checkpoint.t:
+                self.last_checkpoint = record
+            self._event(record.t, "info", f"checkpoint at step {record.step} "
+                                           f"({record.seconds:.1f} s)")
+        elif isinstance(record, EndRecord):
+            info.ended, info.message = record.reason, record.message
+            level = "error" if record.reason == "error" else "info"
+            text = f"rank {record.rank} ended: {record.reason}"
+            if record.message:
+                text += f": {record.message}"
+            self._event(record.t, level, text)
+        return True
+
+    def _duplicate(self, record: Record) -> bool:
+        seen, order = self._seen.setdefault(record.rank, (set(), deque()))
+        key = (record.kind, record.t, getattr(record, "step", None))
+        if key in seen:
+            return True
+        seen.add(key)
+        order.append(key)
+        if len(order) > 4096:
+            seen.discard(order.popleft())
+        return False
+
+    def _apply_start(self, info: RankInfo, record: StartRecord) -> None:
+        info.pid, info.host = record.pid, record.host
+        info.start_step = int(record.meta.get("start_step") or 0)
+        info.ended = None
+        self.meta.update(record.meta)
+        self.world = self.world or record.world
+        self.depth = self.depth or record.meta.get("depth")
+        self.vocab = self.vocab or record.meta.get("vocab")
+        self.horizon = self.horizon or record.meta.get("steps")
+        self.tokens_per_step = self.tokens_per_step or record.meta.get("tokens_per_step")
+        if record.rank == 0:
+            verb = "resumed at step" if info.start_step else "started at step"
+            self._event(record.t, "info", f"rank 0 {verb} {info.start_step} on {record.host}")
+
+    def _apply_step(self, info: RankInfo, record: StepRecord) -> None:
+        if record.step >= info.last_step:
+            info.last_step, info.last_t = record.step, record.t
+        info.drops = max(info.drops, record.drops)
+        if record.lost > self._lost_reported.get(record.rank, 0):
+            self._lost_reported[record.rank] = record.lost
+            self._event(record.t, "warn", f"rank {record.rank} could not write "
+                                          f"{record.lost} records to the run dir (disk full?)")
+        info.lost = record.lost
+        recent = self.recent.setdefault(record.rank, deque(maxlen=RECENT))
+        recent.append(record)
+        if record.sync is not None:
+            self.ready_by_step.setdefault(record.step, {})[record.rank] = record.sync.last_ready
+            while len(self.ready_by_step) > RECENT:
+                del self.ready_by_step[min(self.ready_by_step)]
+        if self.loss_rank is None or record.rank < self.loss_rank:
+            self.loss_rank = record.rank
+            self.loss_steps, self.loss_values = array("q"), array("d")
+            self.step_times.clear()
+        if record.rank == self.loss_rank:
+            self._append_loss(record)
+            self.step_times.append((record.step, record.t, record.tokens))
+            self._check_loss(record)
+            self._check_sync_jump(record)
+
+    def _append_loss(self, record: StepRecord) -> None:
+        # A resume re-does the steps after the last checkpoint: they replace the old ones.
+        while self.loss_steps and self.loss_steps[-1] >= record.step:
+            self.loss_steps.pop()
+            self.loss_values.pop()
+        self.loss_steps.append(record.step)
+        self.loss_values.append(math.nan if record.loss is None else record.loss)
+
+    def _check_loss(self, record: StepRecord) -> None:
+        loss = record.loss
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            if record.step - self._last_nan_warning >= 100:
+                self._last_nan_warning = record.step
+                self._event(record.t, "error", f"loss is {loss} at step {record.step}")
+            return
+        baseline = self.ln_vocab
+        warm = record.step >= self.ranks[record.rank].start_step + 50
+        if warm and baseline and loss > baseline and record.step - self._last_high_warning >= 100:
+            self._last_high_warning = record.step
+            self._event(record.t, "warn", f"loss {loss:.3f} is above ln(vocab) = "
+                                          f"{baseline:.2f} at step {record.step}")
+
+    def _check_sync_jump(self, record: StepRecord) -> None:
+        recent = self.recent[record.rank]
+        if len(recent) < 20:
+            return
+        shares = [r.sync.exposed / r.dt if r.sync and r.dt > 0 else 0.0 for r in recent]
+        before, now = _median(shares[:-5]), _median(shares[-5:])
+        jumped = now - before > 0.15 and now > 1.5 * before
+        if jumped and not self._sync_alerted:
+            self._event(record.t, "warn", f"sync share jumped from {before:.0%} to {now:.0%} "
+                                          f"at step {record.step}")
+        self._sync_alerted = jumped
+
+    def apply_status(self, status: dict | None) -> None:
+        if status is None or status == self.status:
+            return
+        self.status = status
+        code = status.get("exit_code")
+        level = "info" if code == 0 else "error"
+        self._event(status.get("ended") or 0.0, level,
+                    f"trainer exited with code {code} ({status.get('reason', '')})")
+
+    def tick(self, now: float) -> None:
+        """Mark ranks that stopped reporting (the only time-driven part of the state)."""
+        limit = max(STALE_AFTER_S, 10 * (self.step_seconds() or 0))
+        for info in self.ranks.values():
+            silent = info.last_t is not None and info.ended is None and now - info.last_t > limit
+            if silent and not info.stale and self.status is None:
+                self._event(now, "warn", f"rank {info.rank} has not reported a step for "
+                                         f"{now - info.last_t:.0f} s (last step {info.last_step})")
+            info.stale = silent
+
+    def _event(self, t: float, level: str, text: str) -> None:
+        self.events.append(Event(t, level, text))
+        self.event_count += 1
+
+    # --- derived views ---------------------------------------------------------------
+
+    @property
+    def ln_vocab(self) -> float | None:
+        return math.log(self.vocab) if self.vocab else None
+
+    @property
+    def step(self) -> int:
+        """The last step the loss rank (rank 0) finished; -1 before the first."""
+        return self.loss_steps[-1] if self.loss_steps else -1
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_values[-1] if self.loss_values else None
+
+    def smoothed_loss(self, alpha: float = 0.1) -> float | None:
+        """Bias-corrected EMA over the recent window (nanochat smooths the same way)."""
+        values = [v for v in self.loss_values[-200:] if math.isfinite(v)]
+        if not values:
+            return None
+        ema = 0.0
+        for v in values:
+            ema = (1 - alpha) * ema + alpha * v
+        return ema / (1 - (1 - alpha) ** len(values))
+
+    def _window(self) -> list[StepRecord]:
+        out = []
+        for rank, recent in self.recent.items():
+            start = self.ranks[rank].start_step + WARMUP_STEPS
+            out.extend(r for r in recent if r.step >= start)
+        return out or [r for recent in self.recent.values() for r in recent]
+
+    def split(self) -> Split | None:
+        window = self._window()
+        if not window:
+            return None
+
+        def phase(name):
+            return _median(r.phases.get(name, 0.0) for r in window)
+
+        sync = _median(r.sync.exposed if r.sync else 0.0 for r in window)
+        backward = _median(r.phases.get("backward", 0.0) - (r.sync.exposed if r.sync else 0.0)
+                           for r in window)
+        data, forward, optimizer = phase("data"), phase("forward"), phase("optimizer")
+        total = _median(r.dt for r in window)
+        other = max(0.0, total - (data + forward + backward + sync + optimizer))
+        synced = [r for r in window if r.sync]
+        comm = _median(r.sync.comm for r in synced) if synced else 0.0
+        nbytes = int(_median(r.sync.bytes for r in synced)) if synced else 0
+        world = self.world or 1
+        bus = 2 * (world - 1) / world * nbytes * 8 / comm if comm > 0 else math.nan
+        return Split(data=data, forward=forward, backward=max(0.0, backward), sync=sync,
+                     optimizer=optimizer, other=other, total=total, comm=comm,
+                     overlap=_median(r.sync.overlap for r in synced) if synced else 0.0,
+                     bytes=nbytes, bus_bit_s=bus, steps=len(window))
+
+    def straggler(self) -> Straggler | None:
+        """The rank whose last gradient bucket is ready last; its peers wait that long."""
+        late_counts: dict[int, int] = {}
+        waits = []
+        for ready in self.ready_by_step.values():
+            if len(ready) < 2 or (self.world and len(ready) < self.world):
+                continue
+            late = max(ready, key=ready.get)
+            late_counts[late] = late_counts.get(late, 0) + 1
+            waits.append(ready[late] - min(ready.values()))
+        if not waits:
+            return None
+        return Straggler(rank=max(late_counts, key=late_counts.get), wait_s=_median(waits))
+
+    def step_seconds(self) -> float | None:
+        intervals = self._intervals()
+        return _median(i for i, _ in intervals) if intervals else None
+
+    def _intervals(self) -> list[tuple[float, int]]:
+        """(seconds, tokens) between consecutive steps, skipping warm-up and checkpoints."""
+        start = self.ranks[self.loss_rank].start_step if self.loss_rank in self.ranks else 0
+        out = []
+        times = list(self.step_times)
+        for (s0, t0, _), (s1, t1, tokens) in zip(times, times[1:], strict=False):
+            if s1 != s0 + 1 or s1 < start + WARMUP_STEPS or s0 in self.checkpoint_steps:
+                continue
+            out.append((t1 - t0, tokens))
+        return out
+
+    def eta(self) -> Eta | None:
+        intervals = self._intervals()
+        if not intervals or not self.horizon:
+            return None
+        seconds = [i for i, _ in intervals]
+        remaining = max(0, self.horizon - (self.step + 1))
+        step_s = _median(seconds)
+        tok_s = _median(tokens / s for s, tokens in intervals if s > 0)
+        return Eta(remaining_steps=remaining, step_s=step_s,
+                   low_s=remaining * _quantile(seconds, 0.25), mid_s=remaining * step_s,
+                   high_s=remaining * _quantile(seconds, 0.75), tok_s=tok_s)
+
+    def regime(self) -> tuple[str, str]:
+        """(name, plain-words advice): compute-, sync-, input- or straggler-bound."""
+        split = self.split()
+        if split is None or not split.total > 0:
+            return "unknown", "waiting for steps"
+        straggler = self.straggler()
+        if split.share("sync") > 0.3:
+            micro = self.meta.get("micro_steps") or 1
+            compute = (split.total - split.sync) / micro
+            k = scaling.accumulation_for_sync_share(compute, split.sync, SYNC_TARGET)
+            return "sync-bound", (f"sync is {split.share('sync'):.0%} of a step; "
+                                  f"{k} micro-steps per allreduce would bring it "
+                                  f"under {SYNC_TARGET:.0%}")
+        if straggler and straggler.wait_s > 0.1 * split.total:
+            return "straggler-bound", (f"rank {straggler.rank} is late by "
+                                       f"{straggler.wait_s:.2f} s a step; its peers wait")
+        if split.share("data") > 0.2:
+            return "input-bound", f"data loading is {split.share('data'):.0%} of a step"
+        return "compute-bound", "forward and backward set the pace"
+
+    def state(self) -> str:
+        """starting | training | stalled | finished | stopped | failed."""
+        ends = {info.ended for info in self.ranks.values()}
+        if self.status is not None:
+            code = self.status.get("exit_code")
+            if code != 0:
+                return "failed"
+            return "stopped" if "stopped" in ends else "finished"
+        if "error" in ends:
+            return "failed"
+        if self.ranks and None not in ends:
+            return "stopped" if "stopped" in ends else "finished"
+        if self.step < 0:
+            return "starting"
+        if any(info.stale for info in self.ranks.values()):
+            return "stalled"
+        return "training"
+
+    def summary(self) -> dict:
+        """Everything a view needs, as plain data (also the JSON export)."""
+        split, eta, straggler = self.split(), self.eta(), self.straggler()
+        regime, advice = self.regime()
+        return {
+            "name": self.name,
+            "state": self.state(),
+            "step": self.step,
+            "horizon": self.horizon,
+            "world": self.world,
+            "depth": self.depth,
+            "vocab": self.vocab,
+            "ln_vocab": self.ln_vocab,
+            "unigram_entropy": self.meta.get("unigram_entropy"),
+            "entropy_rate": self.meta.get("entropy_rate"),
+            "loss": self.loss,
+            "smoothed_loss": self.smoothed_loss(),
+            "split": None if split is None else asdict(split),
+            "straggler": None if straggler is None else asdict(straggler),
+            "eta": None if eta is None else asdict(eta),
+            "regime": regime,
+            "advice": advice,
+            "ranks": [asdict(info) for info in sorted(self.ranks.values(),
+                                                      key=lambda i: i.rank)],
+            "events": [asdict(e) for e in self.events],
+            "status": self.status,
+            "records": self.records,
+        }
+
