@@ -56,7 +56,7 @@ def status_line(state: RunState, now: float | None = None) -> str:
     if straggler is not None:
         parts.append(f"slowest r{straggler.rank} (+{format_duration(straggler.wait_s)})")
     if eta is not None:
-        parts.append(f"ETA {format_duration(eta.mid_s)}")
+        parts.append(f"ETA {format_duration(eta.mid_s)}" if eta.remaining_steps else "done")
     elif state.horizon is None:
         parts.append("ETA unknown (no horizon)")
     return " | ".join(parts)

@@ -114,15 +114,18 @@ def build_config(opts: RunOptions, device: str, backend: str, gpus: int = 0) -> 
         shape, opts.tokens_per_param or 20.0, tokens_per_step)
     threads = opts.threads_per_rank or max(1, (os.cpu_count() or 1) // nproc)
     name = check_name(opts.name or f"d{opts.depth}-{time.strftime('%Y%m%d-%H%M%S')}")
+    model = {"depth": opts.depth, "vocab": opts.vocab, "seq_len": seq_len,
+             "aspect_ratio": scaling.DEFAULT_ASPECT_RATIO, "head_dim": scaling.DEFAULT_HEAD_DIM}
+    if opts.script:
+        # Your script's model and horizon are its own: the probe's start record says them.
+        model, steps = {}, opts.steps
     return {
         "schema": 1,
         "name": name,
         "created": time.time(),
         "command": "script" if opts.script else "train",
         "script": list(opts.script) or None,
-        "model": {"depth": opts.depth, "vocab": opts.vocab, "seq_len": seq_len,
-                  "aspect_ratio": scaling.DEFAULT_ASPECT_RATIO,
-                  "head_dim": scaling.DEFAULT_HEAD_DIM},
+        "model": model,
         "train": {"device": device, "backend": backend, "device_batch": device_batch,
                   "accum": tokens_per_step // per_micro, "tokens_per_step": tokens_per_step,
                   "steps": steps, "lr": opts.lr, "warmup_steps": opts.warmup_steps,

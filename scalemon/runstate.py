@@ -126,7 +126,7 @@ class RunState:
         self._seen: dict[int, tuple[set, deque]] = {}
         self._last_nan_warning = -math.inf
         self._last_high_warning = -math.inf
-        self._sync_alerted = False
+        self._last_sync_warning = -math.inf
         self._lost_reported: dict[int, int] = {}
 
     # --- folding ---------------------------------------------------------------------
@@ -239,10 +239,10 @@ class RunState:
         shares = [r.sync.exposed / r.dt if r.sync and r.dt > 0 else 0.0 for r in recent]
         before, now = _median(shares[:-5]), _median(shares[-5:])
         jumped = now - before > 0.15 and now > 1.5 * before
-        if jumped and not self._sync_alerted:
+        if jumped and record.step - self._last_sync_warning >= 100:
+            self._last_sync_warning = record.step
             self._event(record.t, "warn", f"sync share jumped from {before:.0%} to {now:.0%} "
                                           f"at step {record.step}")
-        self._sync_alerted = jumped
 
     def apply_status(self, status: dict | None) -> None:
         if status is None or status == self.status:

@@ -1,0 +1,258 @@
+"""Per-rank training entry: ``python -m torch.distributed.run ... -m scalemon.trainer.train
+--run-dir DIR``. Reads DIR/config.json, trains, checkpoints into DIR/checkpoints, resumes from
+the latest checkpoint there, and reports every step through the StepProbe.
+
+SIGTERM/SIGINT stop the run cleanly at the end of the current step: the ranks agree on it
+through a one-element all-reduce each step, rank 0 saves a checkpoint, and every rank exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from scalemon.probes import StepProbe
+from scalemon.trainer import checkpoint
+from scalemon.trainer.data import SyntheticMarkov, TokenShards
+from scalemon.trainer.model import GPT, GPTConfig, count_parameters
+
+WARMDOWN_FRACTION = 0.2
+
+
+def lr_multiplier(step: int, steps: int, warmup_steps: int) -> float:
+    """nanochat's schedule: linear warmup, constant, linear warmdown to 0 over the last 20%."""
+    warmdown = round(WARMDOWN_FRACTION * steps)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step <= steps - warmdown:
+        return 1.0
+    return (steps - step) / warmdown
+
+
+class StopRequest:
+    """Remembers SIGTERM/SIGINT so the loop stops between steps. Repeats change nothing:
+    torchrun forwards a signal that the whole process group may already have had."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scalemon.trainer.train")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = json.loads((args.run_dir / "config.json").read_text())
+    return train(args.run_dir.resolve(), config)
+
+
+def train(run_dir: Path, config: dict[str, Any]) -> int:
+    tc = config["train"]
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.set_num_threads(int(config["launch"].get("threads_per_rank") or 1))
+    if tc["device"] == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device(tc["device"])
+    stop = StopRequest()
+    dist.init_process_group(tc["backend"])
+    probe = None
+    try:
+        run = Run(run_dir, config, rank, world, device)
+        probe = StepProbe.from_env(meta=run.meta)
+        reason = run.loop(probe, stop)
+        dist.barrier()  # no rank tears gloo down while a peer still talks to it
+    except BaseException as e:
+        if probe is not None:
+            probe.close("error", message=str(e) or type(e).__name__)
+        raise
+    finally:
+        dist.destroy_process_group()
+    probe.close(reason)
+    return 0
+
+
+class Run:
+    """One rank's model, optimizer, data and position, built from config.json."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], rank: int, world: int, device):
+        tc = config["train"]
+        self.rank, self.world, self.device = rank, world, device
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.steps, self.accum = int(tc["steps"]), int(tc["accum"])
+        self.device_batch = int(tc["device_batch"])
+        self.every = int(tc.get("checkpoint_every") or 0)
+        self.lr, self.warmup = float(tc["lr"]), int(tc["warmup_steps"])
+        self.cfg = GPTConfig(**config["model"])
+        self.tokens_per_step = self.device_batch * self.cfg.seq_len * world * self.accum
+        if tc.get("tokens_per_step") not in (None, self.tokens_per_step):
+            raise ValueError(
+                f"config.json says {tc['tokens_per_step']} tokens per step, but device_batch × "
+                f"seq_len × world × accum = {self.tokens_per_step} with {world} ranks"
+            )
+
+        self.data: SyntheticMarkov | TokenShards
+        if tc.get("data"):
+            self.data = TokenShards(tc["data"])
+            if self.data.vocab_size > self.cfg.vocab:
+                raise ValueError(
+                    f"{tc['data']} has token ids up to {self.data.vocab_size - 1}; "
+                    f"the vocab must be at least {self.data.vocab_size}, not {self.cfg.vocab}"
+                )
+            unigram, rate = self.data.estimate_unigram_entropy(), None
+        else:
+            self.data = SyntheticMarkov(self.cfg.vocab, seed=int(tc["seed"]))
+            unigram, rate = self.data.unigram_entropy, self.data.entropy_rate
+
+        torch.manual_seed(int(tc["seed"]))  # same init everywhere (DDP also broadcasts rank 0's)
+        with device:
+            self.model = GPT(self.cfg)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.lr,
+            betas=(0.9, 0.95),
+            weight_decay=0.0,
+            fused=device.type == "cuda",
+        )
+        self.start_step, resumed_from = 0, None
+        state = self._latest_checkpoint()
+        if state is not None:
+            if state["extra"].get("model") not in (None, asdict(self.cfg)):
+                raise ValueError(
+                    f"checkpoint in {self.ckpt_dir} is for model {state['extra']['model']}, "
+                    f"not {asdict(self.cfg)}"
+                )
+            last, _ = checkpoint.restore(state, self.model, self.optimizer)
+            self.start_step, resumed_from = last + 1, last
+        self.resumed_from = resumed_from
+        self.net = self.model
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DDP(self.model, device_ids=ids)
+        self.meta = {
+            "n_params": count_parameters(self.model),
+            "vocab": self.cfg.vocab,
+            "depth": self.cfg.depth,
+            "seq_len": self.cfg.seq_len,
+            "tokens_per_step": self.tokens_per_step,
+            "steps": self.steps,
+            "device": str(device),
+            "backend": tc["backend"],
+            "unigram_entropy": unigram,
+            "entropy_rate": rate,
+            "start_step": self.start_step,
+        }
+
+    def _latest_checkpoint(self) -> dict[str, Any] | None:
+        """Rank 0's latest checkpoint, on every rank. Ranks that see the same file (one machine,
+        or a shared run dir) read it themselves; otherwise rank 0 sends it over the group."""
+        path = checkpoint.latest(self.ckpt_dir) if self.rank == 0 else None
+        box = [str(path) if path else None]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is None:
+            return None
+        have = torch.tensor([int(Path(box[0]).is_file())], device=self.device)
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        if have.item():
+            return checkpoint.read(box[0])
+        box = [checkpoint.read(box[0]) if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batch ``index`` (= step × accum + micro) of this rank: a pure function of it."""
+        if isinstance(self.data, SyntheticMarkov):
+            x, y = self.data.batch(self.rank, index, self.device_batch, self.cfg.seq_len)
+        else:
+            args = (self.rank, self.world, index, self.device_batch, self.cfg.seq_len)
+            x, y = self.data.batch(*args)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def save(self, step: int, probe: StepProbe) -> None:
+        t0 = time.perf_counter()
+        extra = {
+            "model": asdict(self.cfg),
+            "data": str(self.data.path) if isinstance(self.data, TokenShards) else "synthetic",
+            "next_micro_batch": (step + 1) * self.accum,  # batches are a function of this
+            "world": self.world,
+            "tokens_per_step": self.tokens_per_step,
+        }
+        path = checkpoint.save(self.ckpt_dir, step, self.model, self.optimizer, extra)
+        probe.checkpoint(step, str(path), time.perf_counter() - t0)
+
+    def loop(self, probe: StepProbe, stop: StopRequest) -> str:
+        """Train to the horizon or a stop request; returns the end reason."""
+        probe.attach_ddp(self.net)  # a plain module (one rank) is fine: nothing to time
+        if self.rank == 0 and self.resumed_from is not None:
+            print(f"resuming from checkpoint step {self.resumed_from}", flush=True)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        stop_flag = torch.zeros(1, device=self.device)
+        for step in range(self.start_step, self.steps):
+            lr = self.lr * lr_multiplier(step, self.steps, self.warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            with probe.step(step, tokens=self.tokens_per_step, lr=lr) as s:
+                loss_sum = torch.zeros((), device=self.device)
+                for micro in range(self.accum):
+                    last = micro == self.accum - 1
+                    with s.phase("data"):
+                        x, y = self.batch(step * self.accum + micro)
+                    # Only the last micro-step syncs gradients; the others accumulate locally.
+                    local = not last and self.world > 1
+                    with self.net.no_sync() if local else contextlib.nullcontext():
+                        with s.phase("forward"), autocast:
+                            loss = self.net(x, y) / self.accum
+                        with s.phase("backward", synced=last):
+                            loss.backward()
+                    loss_sum += loss.detach()
+                with s.phase("optimizer"):
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                s.loss = loss_sum.item()
+            dt = time.perf_counter() - t0
+            if self.rank == 0:  # counted from 1 here, so the last line reads "step N/N"
+                print(
+                    f"step {step + 1}/{self.steps} | loss {s.loss:.4f} | dt {dt:.2f}s | "
+                    f"tok/s {self.tokens_per_step / dt:.0f}",
+                    flush=True,
+                )
+            # Every rank must leave the loop at the same step, or the rest hang in the next
+            # gradient all-reduce: agree on any rank's stop request.
+            stop_flag.fill_(float(stop.requested))
+            dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
+            stopping = bool(stop_flag.item())
+            done = step == self.steps - 1
+            periodic = self.every > 0 and (step + 1) % self.every == 0
+            if self.rank == 0 and (done or stopping or periodic):
+                self.save(step, probe)
+            if stopping and not done:
+                if self.rank == 0:
+                    print(f"stopped after step {step + 1}/{self.steps}", flush=True)
+                return "stopped"
+        return "finished"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
