@@ -26,7 +26,7 @@ run: $(STAMP)
 # probes/ into scalemon.* with an import hook that its graph builder cannot follow.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	rm -rf build/lint
+	rm -rf build  # setuptools leaves stale copies in build/lib
 	$(BIN)/pip install -q --no-deps --no-build-isolation --target build/lint .
 	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
 

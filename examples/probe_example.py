@@ -10,8 +10,9 @@ import argparse
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from scalemon.probes import StepProbe
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+from scalemon.probes import StepProbe
 
 
 def main() -> None:

@@ -145,7 +145,9 @@ class Run:
         self.net = self.model
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
-            self.net = DDP(self.model, device_ids=ids)
+            # Gradients as views into DDP's buckets: no copy into the buckets that the
+            # probe's comm hook could not see (it would read as compute), and less memory.
+            self.net = DDP(self.model, device_ids=ids, gradient_as_bucket_view=True)
         self.meta = {
             "n_params": count_parameters(self.model),
             "vocab": self.cfg.vocab,
@@ -229,7 +231,7 @@ class Run:
                     loss_sum += loss.detach()
                 with s.phase("optimizer"):
                     self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self.optimizer.zero_grad(set_to_none=False)  # keep the bucket views
                 s.loss = loss_sum.item()
             dt = time.perf_counter() - t0
             if self.rank == 0:  # counted from 1 here, so the last line reads "step N/N"

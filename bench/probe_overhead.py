@@ -1,0 +1,167 @@
+"""What the step probe costs a training step, as ratios measured in one run.
+
+One process (honest for the probe's own work, simpler than two ranks on two cores): a
+1-rank gloo process group, so DDP and with it the probe's comm hook run for real. Identical
+replicas of a tiny GPT train on the same batches in interleaved blocks of steps:
+  builtin  plain DDP (its built-in C++ allreduce), inactive probe
+  hook     DDP with the stock Python allreduce_hook that the probe wraps, inactive probe
+  probe    DDP with the probe's comm hook, active probe writing a run dir and sending
+           every record to a live monitor socket (drained after each step, untimed)
+under two DDP settings: the defaults (gradients copied into buckets) and
+gradient_as_bucket_view=True. Every round runs one block of each arm, in an order that
+reverses each round so drift hits all alike. probe/hook is what the probe itself costs;
+hook/builtin is what any Python comm hook costs: built in, DDP divides by the world size
+while copying gradients into its buckets (and skips dividing by 1); a hook copies, then
+divides, one more pass over the gradients. One rank cannot show the allreduce itself, to
+which the probe adds two clock reads per bucket. Prints a table; asserts nothing.
+
+    .venv/bin/python bench/probe_overhead.py [--rounds 20] [--block 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from scalemon.probes import StepProbe
+from scalemon.trainer.model import GPT, GPTConfig
+
+SETTINGS = {"DDP defaults": False, "gradient_as_bucket_view": True}
+KINDS = ("builtin", "hook", "probe")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--block", type=int, default=10, help="steps per block")
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--seq-len", type=int, default=128)
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="probe-overhead-"))
+    dist.init_process_group("gloo", init_method=f"file://{work / 'pg'}", rank=0, world_size=1)
+    (work / "run" / "monitors").mkdir(parents=True)
+    monitor = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    monitor.bind(str(work / "run" / "monitors" / "bench.sock"))
+    monitor.setblocking(False)
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(depth=args.depth, vocab=args.vocab, seq_len=args.seq_len)
+    base = GPT(cfg)
+    tokens = 2 * cfg.seq_len
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, cfg.vocab, (2, cfg.seq_len + 1), generator=gen) for _ in range(8)]
+
+    arms = {}  # (setting, kind) -> (model, optimizer, probe, step times)
+    for rank, (setting, view) in enumerate(SETTINGS.items()):
+        for kind in KINDS:
+            # each active probe writes its own rank file in one run dir, beside one monitor
+            probe = StepProbe(work / "run" if kind == "probe" else None, rank=rank, world=3)
+            model = DDP(copy.deepcopy(base), gradient_as_bucket_view=view)
+            if kind == "hook":
+                model.register_comm_hook(None, allreduce_hook)
+            probe.attach_ddp(model)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            arms[setting, kind] = (model, opt, probe, [])
+
+    def run_block(arm: tuple[str, bool], first_step: int, record: bool) -> None:
+        model, opt, probe, times = arms[arm]
+        for step in range(first_step, first_step + args.block):
+            t0 = time.perf_counter()
+            with probe.step(step, tokens=tokens, lr=1e-3) as s:
+                with s.phase("data"):
+                    batch = batches[step % len(batches)]
+                    x, y = batch[:, :-1], batch[:, 1:]
+                with s.phase("forward"):
+                    loss = model(x, y)
+                with s.phase("backward", synced=True):
+                    loss.backward()
+                with s.phase("optimizer"):
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                s.loss = loss.item()
+            if record:
+                times.append(time.perf_counter() - t0)
+            drain()
+
+    def drain() -> None:
+        # The monitor's side, untimed, after every step: Linux queues only 10 datagrams
+        # per socket by default (net.unix.max_dgram_qlen), more would be counted as drops.
+        while True:
+            try:
+                monitor.recv(65536)
+            except BlockingIOError:
+                return
+
+    for arm in arms:  # warm-up: allocator, DDP bucket rebuild, first file and socket use
+        run_block(arm, 0, record=False)
+    def last_block(setting: str, kind: str) -> float:
+        return statistics.median(arms[setting, kind][3][-args.block :])
+
+    paired: dict[tuple[str, str], list[float]] = {}  # (setting, "a/b") -> ratio per round
+    for r in range(args.rounds):
+        order = list(arms) if r % 2 == 0 else list(reversed(arms))
+        for arm in order:
+            run_block(arm, (r + 1) * args.block, record=True)
+        for setting in SETTINGS:
+            for a, b in (("probe", "builtin"), ("probe", "hook"), ("hook", "builtin")):
+                ratio = last_block(setting, a) / last_block(setting, b)
+                paired.setdefault((setting, f"{a}/{b}"), []).append(ratio)
+
+    # The probe's own bookkeeping, away from any model: four phases, one record encoded,
+    # appended to the file and sent to the monitor socket.
+    bare = StepProbe(work / "run", rank=2, world=3)
+    n = 2000
+    t0 = time.perf_counter()
+    for step in range(n):
+        with bare.step(step, tokens=tokens, lr=1e-3) as s:
+            for name in ("data", "forward", "backward", "optimizer"):
+                with s.phase(name, synced=True if name == "backward" else None):
+                    pass
+            s.loss = 1.0
+        drain()  # timed here, a little more than the probe's share
+    bare_s = (time.perf_counter() - t0) / n
+
+    drops = sum(arm[2].drops for arm in arms.values()) + bare.drops
+    lost = sum(arm[2].lost for arm in arms.values()) + bare.lost
+    for _, _, probe, _ in arms.values():
+        probe.close()
+    bare.close()
+
+    print(
+        f"probe overhead: 1 process, DDP over a 1-rank gloo group, GPT depth {cfg.depth} "
+        f"vocab {cfg.vocab}, {tokens} tokens/step, {args.rounds} rounds x {args.block} steps"
+    )
+    print(f"{'':25}{'builtin':>9}{'hook':>9}{'probe':>9}{'probe/builtin':>15}"
+          f"{'probe/hook':>12}{'hook/builtin':>14}")
+    base_step = statistics.median(arms["DDP defaults", "builtin"][3])
+    for setting in SETTINGS:
+        times = "".join(f"{statistics.median(arms[setting, k][3]) * 1e3:>6.2f} ms" for k in KINDS)
+        ratios = "".join(
+            f"{statistics.median(paired[setting, name]):>{width}.4f}"
+            for name, width in (("probe/builtin", 15), ("probe/hook", 12), ("hook/builtin", 14))
+        )
+        print(f"{setting:25}{times}{ratios}")
+    print("  (median step times; ratios: median over rounds of the ratio of block medians)")
+    print(
+        f"probe bookkeeping alone: {bare_s * 1e6:.1f} us/step "
+        f"= {bare_s / base_step:.3%} of a step without the probe"
+    )
+    print(f"monitor drops {drops}, records lost {lost}")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

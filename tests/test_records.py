@@ -1,0 +1,296 @@
+"""Record codec: round trips, and bad input of every shape ends in RecordError only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scalemon.records import (
+    END_REASONS,
+    MAX_RECORD_BYTES,
+    SCHEMA_VERSION,
+    CheckpointRecord,
+    EndRecord,
+    RecordError,
+    StartRecord,
+    StepRecord,
+    SyncTiming,
+    decode,
+    encode,
+)
+
+uints = st.integers(min_value=0, max_value=2**63)
+seconds = st.floats(min_value=0.0, max_value=1e9, allow_nan=False, allow_infinity=False)
+wall = st.floats(min_value=0.0, max_value=4e9, allow_nan=False, allow_infinity=False)
+short_text = st.text(max_size=40)
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats() | short_text
+
+sync_timings = st.builds(
+    SyncTiming,
+    exposed=seconds,
+    comm=seconds,
+    overlap=seconds,
+    bytes=uints,
+    buckets=uints,
+    last_ready=wall,
+)
+
+
+@st.composite
+def start_records(draw):
+    world = draw(st.integers(min_value=1, max_value=4096))
+    return StartRecord(
+        rank=draw(st.integers(min_value=0, max_value=world - 1)),
+        t=draw(wall),
+        pid=draw(uints),
+        host=draw(short_text),
+        world=world,
+        local_rank=draw(uints),
+        meta=draw(st.dictionaries(short_text, scalars, max_size=12)),
+    )
+
+
+step_records = st.builds(
+    StepRecord,
+    rank=uints,
+    t=wall,
+    step=uints,
+    dt=seconds,
+    phases=st.dictionaries(short_text, seconds, max_size=8),
+    tokens=uints,
+    loss=st.none() | st.floats(),  # NaN and infinities included: a NaN loss must be seen
+    lr=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    micro_steps=st.integers(min_value=1, max_value=10**6),
+    sync=st.none() | sync_timings,
+    nosync_backward=st.none() | seconds,
+    synced_backward=st.none() | seconds,
+    drops=uints,
+    lost=uints,
+)
+checkpoint_records = st.builds(
+    CheckpointRecord, rank=uints, t=wall, step=uints, path=short_text, seconds=seconds
+)
+end_records = st.builds(
+    EndRecord,
+    rank=uints,
+    t=wall,
+    reason=st.sampled_from(END_REASONS),
+    step=st.none() | uints,
+    message=st.none() | short_text,
+)
+records = start_records() | step_records | checkpoint_records | end_records
+
+
+def _same(a, b) -> bool:
+    # NaN != NaN, so compare through the canonical encoding, plus the type.
+    return type(a) is type(b) and encode(a) == encode(b)
+
+
+@given(records)
+def test_round_trip_every_kind(record):
+    data = encode(record)
+    assert data.endswith(b"\n") and data.count(b"\n") == 1
+    assert len(data) <= MAX_RECORD_BYTES
+    back = decode(data)
+    assert _same(back, record)
+    assert _same(decode(data.decode()), record)  # str input too
+    assert encode(back) == data  # NaN (loss, meta values) compares unequal but encodes alike
+
+
+def test_encoding_is_compact_and_versioned():
+    rec = EndRecord(rank=0, t=1.5, reason="finished", step=3)
+    data = encode(rec)
+    assert b" " not in data
+    obj = json.loads(data)
+    assert obj == {
+        "v": SCHEMA_VERSION,
+        "kind": "end",
+        "rank": 0,
+        "t": 1.5,
+        "step": 3,
+        "reason": "finished",
+        "message": None,
+    }
+
+
+def test_nan_loss_survives():
+    rec = decode(encode(StepRecord(rank=0, t=1.0, step=0, dt=0.1, loss=math.inf)))
+    assert rec.loss == math.inf
+    rec = decode(encode(StepRecord(rank=0, t=1.0, step=0, dt=0.1, loss=math.nan)))
+    assert math.isnan(rec.loss)
+
+
+def test_unknown_keys_are_ignored():
+    obj = json.loads(encode(CheckpointRecord(rank=2, t=9.0, step=7, path="p", seconds=1.0)))
+    obj["added_in_v1_5"] = {"anything": [1, 2]}
+    assert decode(json.dumps(obj)) == CheckpointRecord(rank=2, t=9.0, step=7, path="p", seconds=1.0)
+
+
+def test_ints_accepted_where_floats_belong():
+    obj = json.loads(encode(CheckpointRecord(rank=0, t=9.0, step=7, path="p", seconds=1.0)))
+    obj["t"], obj["seconds"] = 9, 2
+    rec = decode(json.dumps(obj))
+    assert rec.t == 9.0 and type(rec.t) is float and type(rec.seconds) is float
+
+
+def _valid_step() -> dict:
+    rec = StepRecord(
+        rank=0,
+        t=1.0,
+        step=5,
+        dt=0.5,
+        phases={"forward": 0.1},
+        tokens=64,
+        sync=SyncTiming(exposed=0.1, comm=0.2, overlap=0.1, bytes=8, buckets=1, last_ready=1.0),
+    )
+    return json.loads(encode(rec))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"v": 2}, "version"),
+        ({"v": True}, "version"),
+        ({"v": "1"}, "version"),
+        ({"kind": "stpe"}, "kind"),
+        ({"kind": None}, "kind"),
+        ({"kind": ["step"]}, "kind"),
+        ({"rank": -1}, "rank"),
+        ({"rank": True}, "rank"),
+        ({"rank": 1.0}, "rank"),
+        ({"step": -3}, "step"),
+        ({"dt": -0.1}, "dt"),
+        ({"dt": math.nan}, "dt"),
+        ({"dt": math.inf}, "dt"),
+        ({"dt": "0.5"}, "dt"),
+        ({"t": math.nan}, "t"),
+        ({"phases": {"forward": -1.0}}, "phases"),
+        ({"phases": [0.1]}, "phases"),
+        ({"loss": "nan"}, "loss"),
+        ({"loss": False}, "loss"),
+        ({"micro_steps": 0}, "micro_steps"),
+        ({"tokens": -1}, "tokens"),
+        ({"lr": math.inf}, "lr"),
+        ({"sync": 3}, "sync"),
+        ({"sync": {"exposed": 0.1}}, "missing"),
+        ({"drops": None}, "drops"),
+    ],
+)
+def test_bad_fields_have_short_reasons(change, reason):
+    obj = _valid_step() | change
+    with pytest.raises(RecordError, match=reason):
+        decode(json.dumps(obj))
+
+
+@pytest.mark.parametrize("key", sorted(_valid_step()))
+def test_every_key_is_required(key):
+    obj = _valid_step()
+    del obj[key]
+    with pytest.raises(RecordError):
+        decode(json.dumps(obj))
+
+
+def test_start_and_end_rules():
+    start = json.loads(encode(StartRecord(rank=1, t=1.0, pid=9, host="h", world=2, local_rank=1)))
+    with pytest.raises(RecordError, match="world"):
+        decode(json.dumps(start | {"world": 1}))
+    with pytest.raises(RecordError, match="meta"):
+        decode(json.dumps(start | {"meta": {"x": [1]}}))
+    end = json.loads(encode(EndRecord(rank=0, t=1.0, reason="error", message="boom")))
+    with pytest.raises(RecordError, match="reason"):
+        decode(json.dumps(end | {"reason": "exploded"}))
+    with pytest.raises(RecordError, match="message"):
+        decode(json.dumps(end | {"message": 5}))
+
+
+def test_oversize_rejected_both_ways():
+    with pytest.raises(RecordError, match="too large"):
+        decode(b" " * (MAX_RECORD_BYTES + 1))
+    with pytest.raises(RecordError, match="too large"):
+        decode("\u20ac" * (MAX_RECORD_BYTES // 2))  # few chars, many UTF-8 bytes
+    meta = {"x": "y" * 70000}
+    with pytest.raises(RecordError, match="too large"):
+        encode(StartRecord(rank=0, t=1.0, pid=1, host="h", world=1, local_rank=0, meta=meta))
+
+
+def test_encode_refuses_what_decode_would_reject():
+    with pytest.raises(RecordError):
+        encode(StepRecord(rank=0, t=1.0, step=-1, dt=0.1))
+    with pytest.raises(RecordError):
+        encode(StepRecord(rank=0, t=1.0, step=1, dt=0.1, tokens=True))
+    with pytest.raises(RecordError):
+        encode(StartRecord(rank=0, t=1.0, pid=1, host="h", world=1, local_rank=0, meta={"a": {}}))
+    with pytest.raises(RecordError):
+        encode(EndRecord(rank=0, t=1.0, reason="meh"))
+
+
+def test_hostile_json():
+    for data in [b"", b"\xff\xfe", b"null", b"[]", b'"s"', b"{", b"[" * 30000 + b"]" * 30000]:
+        with pytest.raises(RecordError):
+            decode(data)
+    with pytest.raises(RecordError):
+        decode(b'{"v":1,"kind":"step","rank":' + b"9" * 5000 + b"}")  # int digit limit
+    with pytest.raises(RecordError):
+        decode(json.dumps(_valid_step() | {"dt": 10**400}))  # int too large for a float
+
+
+# --- nothing but RecordError, whatever comes in --------------------------------------
+
+
+def _decode_or_record_error(data) -> None:
+    with contextlib.suppress(RecordError):
+        decode(data)
+
+
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes(data):
+    _decode_or_record_error(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=30,
+)
+record_keys = st.sampled_from(sorted(_valid_step()) + ["exposed", "meta", "pid", "host", "path"])
+
+
+@given(json_values)
+def test_arbitrary_json(value):
+    _decode_or_record_error(json.dumps(value))
+
+
+@given(st.dictionaries(record_keys, json_values, max_size=20))
+def test_arbitrary_objects_with_record_keys(obj):
+    _decode_or_record_error(json.dumps(obj))
+    _decode_or_record_error(json.dumps({"v": 1, "kind": "step"} | obj))
+
+
+@given(records, st.data())
+def test_mutated_valid_records(record, data):
+    obj = json.loads(encode(record))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        key = data.draw(st.sampled_from(sorted(obj)))
+        if data.draw(st.booleans()):
+            obj[key] = data.draw(json_values)
+        else:
+            del obj[key]
+        if not obj:
+            break
+    _decode_or_record_error(json.dumps(obj))
+
+
+@given(records, st.data())
+def test_corrupted_bytes(record, data):
+    raw = bytearray(encode(record))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=8))):
+        i = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+        raw[i] = data.draw(st.integers(min_value=0, max_value=255))
+    _decode_or_record_error(bytes(raw))
+    _decode_or_record_error(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
