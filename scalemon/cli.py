@@ -211,7 +211,7 @@ def _watch_launched(run_dir, interval: float) -> int:
     hangups = []
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
-    with Collector(run_dir) as collector:
+    with Collector(run_dir, system=True) as collector:
         final = headless.follow(collector, click.echo, interval,
                                 stop=lambda: detached() or supervisor.poll() is not None)
         if detached():

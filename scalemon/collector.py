@@ -11,6 +11,7 @@ import os
 import secrets
 import select
 import socket
+import statistics
 import time
 
 from scalemon import records
@@ -18,14 +19,19 @@ from scalemon.rundir import RecordTail, RunDir
 from scalemon.runstate import RunState
 
 FILE_POLL_S = 1.0  # the files catch whatever the socket missed
+SYSTEM_POLL_S = 1.0  # host, network and GPU probes
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes on Linux
 
 
 class Collector:
-    def __init__(self, run: RunDir, live: bool = True) -> None:
+    def __init__(self, run: RunDir, live: bool = True, system: bool = False) -> None:
         self.run = run
         self.config = run.read_config()
         self.state = RunState(self.config)
+        self.system = None  # SystemProbe, when this machine's processes are to be watched
+        self.last_system = None  # the latest SystemSnapshot
+        self._last_system_poll = -float("inf")
+        self._known_pids: dict[int, int] = {}
         self.tails: dict[str, RecordTail] = {}
         self.bad_datagrams = 0
         self.sock: socket.socket | None = None
@@ -35,6 +41,41 @@ class Collector:
         if live:
             self._bind()
         self.read_files()
+        if system:
+            self._start_system_probe()
+
+    def _start_system_probe(self) -> None:
+        from scalemon.probes.system import SystemProbe
+
+        launch = self.config.get("launch", {})
+        # One machine talks over loopback; several over the interface toward the master.
+        master = launch.get("master_addr") if launch.get("nnodes", 1) > 1 else "127.0.0.1"
+        self.system = SystemProbe(
+            root_pids=[pid for pid in self.config.get("pids", {}).values() if pid],
+            master_addr=master,
+        )
+
+    def poll_system(self) -> None:
+        """Sample the host, network and GPUs of this run's processes (pids from records)."""
+        pids = {info.pid: rank for rank, info in self.state.ranks.items() if info.pid}
+        if pids != self._known_pids:
+            self._known_pids = pids
+            self.system.set_rank_map(pids)
+            roots = [pid for pid in self.config.get("pids", {}).values() if pid]
+            self.system.set_roots(roots + list(pids))
+        self.last_system = self.system.sample()
+        self._last_system_poll = time.monotonic()
+
+    def net_bytes_per_step(self) -> float | None:
+        """Median bytes this machine sent on the run interface during recent steps of rank 0."""
+        if self.system is None or self.state.loss_rank is None:
+            return None
+        moved = []
+        for record in self.state.recent.get(self.state.loss_rank, ()):
+            _, sent = self.system.bytes_between(record.t - record.dt, record.t, wall=True)
+            if sent == sent:  # NA is NaN: steps the samples do not cover yet
+                moved.append(sent)
+        return statistics.median(moved) if moved else None
 
     def _bind(self) -> None:
         path = self.run.monitors_dir / f"{os.getpid()}-{secrets.token_hex(3)}.sock"
@@ -93,6 +134,8 @@ class Collector:
             time.sleep(timeout)
         if time.monotonic() - self._last_file_poll >= FILE_POLL_S:
             count += self.read_files()
+        if self.system is not None and time.monotonic() - self._last_system_poll >= SYSTEM_POLL_S:
+            self.poll_system()
         self.state.tick(time.time())
         return count
 
@@ -103,6 +146,9 @@ class Collector:
         if self.sock_path is not None:
             self.sock_path.unlink(missing_ok=True)
             self.sock_path = None
+        if self.system is not None:
+            self.system.close()
+            self.system = None
 
     def __enter__(self) -> Collector:
         return self

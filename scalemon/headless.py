@@ -38,12 +38,35 @@ def loss_text(state: RunState) -> str:
         return "loss -"
     text = f"loss {loss:.3f}"
     if state.ln_vocab and math.isfinite(loss):
-        below = round(state.ln_vocab - loss, 2)
-        text += f" ({below:.2f} below ln V)" if below >= 0 else f" ({-below:.2f} above ln V)"
+        below = state.ln_vocab - loss
+        side = "below" if below > -0.005 else "above"  # -0.001 prints as 0.00 below
+        text += f" ({abs(below):.2f} {side} ln V)"
     return text
 
 
-def status_line(state: RunState, now: float | None = None) -> str:
+def system_text(snapshot, net_bytes_per_step: float | None = None) -> str:
+    """CPU of the run's ranks, memory, GPUs and the run interface, in one short segment."""
+    host, parts = snapshot.host, []
+    ranks = [p for p in host.processes if p.rank is not None]
+    if ranks:
+        parts.append("cpu " + " ".join(f"r{p.rank} {p.cpu_percent:.0f}%" for p in ranks))
+    else:
+        parts.append(f"cpu {host.cpu_percent_total:.0f}%")
+    parts.append(f"mem {format_bytes(host.mem_used_bytes)}/{format_bytes(host.mem_total_bytes)}")
+    for gpu in snapshot.gpus:
+        parts.append(f"gpu{gpu.index} {gpu.utilization_percent:.0f}% "
+                     f"{format_bytes(gpu.memory_used_bytes)} {gpu.power_w:.0f} W")
+    run = snapshot.net.run
+    if run is not None:
+        rate = (run.rx_bytes_per_s + run.tx_bytes_per_s) * 8
+        text = f"{run.name} {format_rate(rate)}"
+        if net_bytes_per_step is not None:
+            text += f" {format_bytes(net_bytes_per_step)}/step sent"
+        parts.append(text)
+    return " ".join(parts)
+
+
+def status_line(state: RunState, now: float | None = None, system: str | None = None) -> str:
     now = time.time() if now is None else now
     horizon = f"/{state.horizon:,}" if state.horizon else ""
     step = max(state.step + 1, 0)
@@ -59,6 +82,8 @@ def status_line(state: RunState, now: float | None = None) -> str:
         parts.append(f"ETA {format_duration(eta.mid_s)}" if eta.remaining_steps else "done")
     elif state.horizon is None:
         parts.append("ETA unknown (no horizon)")
+    if system:
+        parts.append(system)
     return " | ".join(parts)
 
 
@@ -93,9 +118,10 @@ def report(state: RunState) -> str:
     lines.append(f"regime: {regime}: {advice}")
     eta = state.eta()
     if eta is not None:
+        when = (f"ETA {format_duration(eta.mid_s)} ({format_duration(eta.low_s)} to "
+                f"{format_duration(eta.high_s)})" if eta.remaining_steps else "horizon reached")
         lines.append(f"{format_count(eta.tok_s)} tok/s, {format_duration(eta.step_s)}/step; "
-                     f"ETA {format_duration(eta.mid_s)} "
-                     f"({format_duration(eta.low_s)} to {format_duration(eta.high_s)})")
+                     + when)
     lines += [event_line(e) for e in list(state.events)[-10:]]
     return "\n".join(lines)
 
@@ -125,7 +151,10 @@ def follow(collector, out: Callable[[str], None], interval: float = 5.0,
         done = current in ("finished", "stopped", "failed")
         since = time.monotonic() - last_line
         if done or (since >= interval and state.step != last_step) or since >= 6 * interval:
-            out(status_line(state))
+            system = None
+            if collector.last_system is not None:
+                system = system_text(collector.last_system, collector.net_bytes_per_step())
+            out(status_line(state, system=system))
             last_line, last_step = time.monotonic(), state.step
         if done or stop():
             return current
