@@ -36,7 +36,7 @@ pytest: $(STAMP)
 test: lint pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,8 +3,10 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,23 @@ def test_corrupt_run_dir_and_missing_run(home):
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1
     assert scalemon("ls", timeout=60).returncode == 0
+
+
+def test_ctrl_c_stops_the_run_with_a_checkpoint(home):
+    proc = subprocess.Popen([sys.executable, "-m", "scalemon", "run", *TINY, "--steps", "100000",
+                             "--checkpoint-every", "0", "--name", "stopme"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rank0 = home / "runs" / "stopme" / "ranks" / "rank-0.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            not rank0.exists() or rank0.read_bytes().count(b'"kind":"step"') < 5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopping the run" in err and "run stopme stopped" in out
+    ends = [r for r in rank_records(home / "runs" / "stopme", 0) if isinstance(r, EndRecord)]
+    assert ends[-1].reason == "stopped"
+    (checkpoint,) = (home / "runs" / "stopme" / "checkpoints").iterdir()
+    assert checkpoint.name == f"step-{ends[-1].step:08d}.pt"
+    assert json.loads(scalemon("ls", "--json").stdout)[0]["state"] == "stopped"
