@@ -21,13 +21,12 @@ sample shuts amdsmi down and initialises it again, at most once every
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gpu import GpuProcess, GpuSnapshot
+from .gpu import DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
 from .na import NA, as_float
 
 __all__ = ["AmdProbe"]
@@ -46,17 +45,13 @@ class _Device:
     gfx_ns: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (t, ns)
 
 
-class AmdProbe:
+class AmdProbe(VendorProbe):
     """Samples every AMD GPU. `amdsmi` replaces the amdsmi module (tests pass a fake)."""
 
     vendor = "amd"
 
     def __init__(self, amdsmi: Any = None, *, retry_s: float = 5.0):
-        self.available = False
-        self.reason: str | None = None
-        self._retry_s = retry_s
-        self._devices: list[_Device] = []
-        self._lost_since: float | None = None
+        super().__init__(retry_s)
         try:
             if amdsmi is None:
                 import amdsmi
@@ -69,59 +64,22 @@ class AmdProbe:
         if not self._devices:
             self.reason = "amdsmi found no AMD GPU"
 
-    def sample(self, rank_of: Mapping[int, int] | None = None) -> tuple[GpuSnapshot, ...]:
-        if not self.available:
-            return ()
-        if self._lost_since is not None and not self._recover():
-            return tuple(self._lost(d) for d in self._devices)
-        snaps = []
-        for dev in self._devices:
-            try:
-                snap = self._read(dev, rank_of or {})
-            except Exception as exc:  # an answer of a shape we did not expect: never raise
-                error = f"{type(exc).__name__}: {exc}"
-                snaps.append(GpuSnapshot.lost(self.vendor, dev.index, dev.name, dev.uuid, error))
-                continue
-            if snap.error is not None:
-                self.reason, self._lost_since = snap.error, time.monotonic()
-            snaps.append(snap)
-        return tuple(snaps)
-
-    def close(self) -> None:
-        if self.available:
-            self.available = False
-            # Closing a broken library: nothing left to release.
-            with contextlib.suppress(Exception):
-                self._smi.amdsmi_shut_down()
-
     def _start(self) -> None:
         smi = self._smi
         smi.amdsmi_init()
         devices = []
         for index, handle in enumerate(smi.amdsmi_get_processor_handles()):
-            asic = _quiet(smi.amdsmi_get_gpu_asic_info, handle) or {}
+            asic = quiet(smi.amdsmi_get_gpu_asic_info, handle) or {}
             name = asic.get("market_name") or "AMD GPU"
-            uuid = _quiet(smi.amdsmi_get_gpu_device_uuid, handle) or ""
+            uuid = quiet(smi.amdsmi_get_gpu_device_uuid, handle) or ""
             devices.append(_Device(index, handle, str(name), str(uuid)))
         self._devices = devices
 
-    def _recover(self) -> bool:
-        if time.monotonic() - self._lost_since < self._retry_s:
-            return False
-        # The library may already consider itself shut down.
-        with contextlib.suppress(Exception):
-            self._smi.amdsmi_shut_down()
-        try:
-            self._start()
-        except Exception as exc:
-            self.reason = f"restart failed: {_describe(exc)}"
-            self._lost_since = time.monotonic()
-            return False
-        self.reason, self._lost_since = None, None
-        return True
+    def _shutdown(self) -> None:
+        self._smi.amdsmi_shut_down()
 
-    def _lost(self, dev: _Device) -> GpuSnapshot:
-        return GpuSnapshot.lost(self.vendor, dev.index, dev.name, dev.uuid, self.reason or "lost")
+    def _describe(self, exc: BaseException) -> str:
+        return _describe(exc)
 
     def _read(self, dev: _Device, rank_of: Mapping[int, int]) -> GpuSnapshot:
         smi, h = self._smi, dev.handle
@@ -149,9 +107,7 @@ class AmdProbe:
         procs = read(("processes",), smi.amdsmi_get_gpu_process_list, h)
         if len(failures) == attempts and not all(_unsupported(smi, e) for e in failures):
             dev.gfx_ns.clear()
-            return GpuSnapshot.lost(
-                self.vendor, dev.index, dev.name, dev.uuid, _describe(failures[0])
-            )
+            raise DeviceLost(_describe(failures[0]))
         reasons += [("pcie_rx_bytes_per_s", _NO_PCIE), ("pcie_tx_bytes_per_s", _NO_PCIE)]
         energy_uj = _key(energy, "energy_accumulator", "power") * _value(
             energy.get("counter_resolution")
@@ -195,7 +151,7 @@ class AmdProbe:
         for item in procs:
             info = item
             if not isinstance(item, Mapping):  # amdsmi before 6.x: handles, info asked apart
-                info = _quiet(self._smi.amdsmi_get_gpu_process_info, dev.handle, item) or {}
+                info = quiet(self._smi.amdsmi_get_gpu_process_info, dev.handle, item) or {}
             pid = info.get("pid")
             if not isinstance(pid, int):
                 continue
@@ -254,7 +210,7 @@ def _unsupported(smi: Any, exc: Exception) -> bool:
     status = getattr(getattr(smi, "AmdSmiStatus", None), "NOT_SUPPORTED", None)
     code = getattr(exc, "err_code", None)
     if code is None and hasattr(exc, "get_error_code"):
-        code = _quiet(exc.get_error_code)
+        code = quiet(exc.get_error_code)
     if status is not None and code is not None:
         return code == status
     return "NOT_SUPPORTED" in str(exc).upper().replace(" ", "_")
@@ -263,10 +219,3 @@ def _unsupported(smi: Any, exc: Exception) -> bool:
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if type(exc).__name__.startswith("AmdSmi") else f"{type(exc).__name__}: {text}"
-
-
-def _quiet(fn, *args):
-    try:
-        return fn(*args)
-    except Exception:
-        return None

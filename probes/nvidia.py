@@ -15,14 +15,13 @@ latest reading (pcie_period_s=None reads it inside `sample()` instead).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .gpu import GpuProcess, GpuSnapshot
+from .gpu import DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
 from .na import NA, as_float
 
 __all__ = ["NvidiaProbe"]
@@ -39,10 +38,6 @@ _LOST_ERRORS = (
 _KIB = 1024  # NVML's PCIe "KB/s" are KiB/s (as nvidia-smi and nvitop read them)
 
 
-class _DeviceLost(Exception):
-    pass
-
-
 @dataclass
 class _Device:
     index: int
@@ -53,7 +48,7 @@ class _Device:
     util_seen_us: int = 0  # newest per-process utilisation sample read so far
 
 
-class NvidiaProbe:
+class NvidiaProbe(VendorProbe):
     """Samples every NVIDIA GPU. `nvml` replaces the pynvml module (tests pass a fake)."""
 
     vendor = "nvidia"
@@ -61,11 +56,7 @@ class NvidiaProbe:
     def __init__(
         self, nvml: Any = None, *, pcie_period_s: float | None = 1.0, retry_s: float = 5.0
     ):
-        self.available = False
-        self.reason: str | None = None
-        self._retry_s = retry_s
-        self._devices: list[_Device] = []
-        self._lost_since: float | None = None  # monotonic time of the last failed (re)start
+        super().__init__(retry_s)
         self._pcie: _PcieSampler | None = None
         try:
             if nvml is None:
@@ -83,33 +74,23 @@ class NvidiaProbe:
         self._pcie.start()
 
     def sample(self, rank_of: Mapping[int, int] | None = None) -> tuple[GpuSnapshot, ...]:
-        if not self.available or self._pcie is None:
+        if self._pcie is None:
             return ()
-        if self._lost_since is not None and not self._recover():
-            return tuple(self._lost(d) for d in self._devices)
-        if self._pcie.period_s is None:
+        if self._pcie.period_s is None and self._lost_since is None:
             self._pcie.refresh()
-        snaps = []
-        for dev in self._devices:
-            try:
-                snaps.append(self._read(dev, rank_of or {}))
-            except _DeviceLost as exc:
-                self.reason, self._lost_since = str(exc), time.monotonic()
-                snaps.append(self._lost(dev))
-            except Exception as exc:  # an answer of a shape we did not expect: never raise
-                error = f"{type(exc).__name__}: {exc}"
-                snaps.append(GpuSnapshot.lost(self.vendor, dev.index, dev.name, dev.uuid, error))
-        return tuple(snaps)
+        return super().sample(rank_of)
 
     def close(self) -> None:
         if self._pcie is not None:
             self._pcie.stop()
             self._pcie = None
-        if self.available:
-            self.available = False
-            # Closing a broken library: nothing left to release.
-            with contextlib.suppress(Exception):
-                self._nvml.nvmlShutdown()
+        super().close()
+
+    def _shutdown(self) -> None:
+        self._nvml.nvmlShutdown()
+
+    def _describe(self, exc: BaseException) -> str:
+        return _describe(exc)
 
     def _start(self) -> None:
         nvml = self._nvml
@@ -117,31 +98,15 @@ class NvidiaProbe:
         devices = []
         for index in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            name = _text(_quiet(nvml.nvmlDeviceGetName, handle) or "NVIDIA GPU")
-            uuid = _text(_quiet(nvml.nvmlDeviceGetUUID, handle) or "")
+            name = _text(quiet(nvml.nvmlDeviceGetName, handle) or "NVIDIA GPU")
+            uuid = _text(quiet(nvml.nvmlDeviceGetUUID, handle) or "")
             devices.append(_Device(index, handle, name, uuid))
         self._devices = devices
 
-    def _recover(self) -> bool:
-        """Shut NVML down and start it again, if `retry_s` has passed since the last try."""
-        if time.monotonic() - self._lost_since < self._retry_s:
-            return False
+    def _restart(self) -> None:
         with self._pcie.busy:  # not while the PCIe thread holds old handles
-            # The library may already consider itself shut down.
-            with contextlib.suppress(Exception):
-                self._nvml.nvmlShutdown()
-            try:
-                self._start()
-            except Exception as exc:
-                self.reason = f"restart failed: {_describe(exc)}"
-                self._lost_since = time.monotonic()
-                return False
+            super()._restart()
             self._pcie.set_handles([d.handle for d in self._devices])
-        self.reason, self._lost_since = None, None
-        return True
-
-    def _lost(self, dev: _Device) -> GpuSnapshot:
-        return GpuSnapshot.lost(self.vendor, dev.index, dev.name, dev.uuid, self.reason or "lost")
 
     def _read(self, dev: _Device, rank_of: Mapping[int, int]) -> GpuSnapshot:
         nvml, h = self._nvml, dev.handle
@@ -152,7 +117,7 @@ class NvidiaProbe:
                 return fn(*args)
             except Exception as exc:
                 if getattr(exc, "value", None) in self._lost_codes:
-                    raise _DeviceLost(str(exc)) from exc
+                    raise DeviceLost(str(exc)) from exc
                 reasons.append((field, _describe(exc)))
                 return None
 
@@ -196,7 +161,7 @@ class NvidiaProbe:
                 return nvml.nvmlDeviceGetMemoryInfo(dev.handle, version=version)
             except Exception as exc:
                 if getattr(exc, "value", None) in self._lost_codes:
-                    raise _DeviceLost(str(exc)) from exc
+                    raise DeviceLost(str(exc)) from exc
                 dev.memory_v2 = False  # an older driver: use v1 from now on
         return read("memory_used_bytes", nvml.nvmlDeviceGetMemoryInfo, dev.handle)
 
@@ -224,7 +189,7 @@ class NvidiaProbe:
             samples = nvml.nvmlDeviceGetProcessUtilization(dev.handle, dev.util_seen_us)
         except Exception as exc:
             if getattr(exc, "value", None) in self._lost_codes:
-                raise _DeviceLost(str(exc)) from exc
+                raise DeviceLost(str(exc)) from exc
             if getattr(exc, "value", None) == getattr(nvml, "NVML_ERROR_NOT_FOUND", object()):
                 return {}, "no utilisation sample since the last poll"
             return {}, _describe(exc)
@@ -302,13 +267,6 @@ def _describe(exc: BaseException) -> str:
         return f"nvidia-ml-py is not installed ({exc})"
     text = str(exc)
     return text if type(exc).__name__.startswith("NVMLError") else f"{type(exc).__name__}: {text}"
-
-
-def _quiet(fn, *args):
-    try:
-        return fn(*args)
-    except Exception:
-        return None
 
 
 def _text(value: str | bytes) -> str:
