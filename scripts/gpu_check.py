@@ -19,11 +19,11 @@ installed package in a temporary directory (probes/ as scalemon/probes, ...).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -103,6 +103,21 @@ def start_workload(kind: str, tmp: Path, pythonpath: str | None) -> subprocess.P
         return subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """The launcher and every rank (torchrun starts each rank in a session of its own)."""
+    import psutil
+
+    try:
+        procs = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    except psutil.Error:
+        procs = []
+    for process in procs:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(procs, timeout=10)
+    proc.wait()
 
 
 def workload_pid(proc: subprocess.Popen, kind: str) -> tuple[int | None, dict[int, int]]:
@@ -242,8 +257,7 @@ def main() -> int:
             print(f"\n=== sample {i + 1}/{args.samples} ===")
             failures += compare(gpus, smi_gpus, smi_apps, pid)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the launcher and every rank
-        proc.wait()
+        kill_tree(proc)
         probe.close()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
