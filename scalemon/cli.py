@@ -112,6 +112,12 @@ RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume"}
 @click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--master-addr", default="127.0.0.1", show_default=True)
 @click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True)
+@click.option("--relay-port", type=click.IntRange(1, 65535),
+              help="Where node 0 takes the other nodes' records [default: master port + 1].")
+@click.option("--run-secret", envvar="SCALEMON_RUN_SECRET", show_envvar=True, metavar="HEX",
+              help="The secret node 0 printed; the other nodes need it to send their records.")
+@click.option("--link", help="Link between the nodes, for the sync model: 1gbit, 2.5gbe, "
+              "100mbit ... [default: the NIC speed, when the kernel knows it].")
 @click.option("--steps", type=click.IntRange(min=1), help="Step horizon.")
 @click.option("--tokens-per-param", type=click.FloatRange(min=0, min_open=True),
               help="Horizon as tokens per parameter [default: 20, Chinchilla].")
@@ -143,6 +149,8 @@ def run(ctx, script, resume, no_tui, interval, **options) -> int:
     \b
     scalemon run --depth 4 --backend gloo           the built-in trainer, 2 gloo ranks
     scalemon run --nproc-per-node 2 -- train.py ARGS   your script, with the probe on
+    scalemon run --depth 4 --backend gloo --nnodes 2 --node-rank 0 --master-addr 192.168.1.10
+                                      node 0 of two machines; it prints node 1's command
     """
     from click.core import ParameterSource
 
@@ -196,6 +204,11 @@ def _watch_launched(run_dir, interval: float) -> int:
     click.echo(f"run {run_dir.name} in {run_dir.path}")
     click.echo(f"  logs: {run_dir.logs_dir}/stdout.log, stderr.log; "
                "Ctrl-C stops the run (checkpoint first), twice leaves it running")
+    config = run_dir.read_config()
+    nnodes = config["launch"]["nnodes"]
+    if nnodes > 1 and config["launch"]["node_rank"] == 0:
+        nodes = "node 1" if nnodes == 2 else f"nodes 1 to {nnodes - 1}, each with its --node-rank,"
+        click.echo(f"  start {nodes} of this run with:\n    {launch.peer_command(config)}")
     interrupts = []
 
     def on_interrupt(signum, frame):
@@ -280,20 +293,245 @@ def list_runs_command(as_json: bool) -> None:
         rows.append((item.run.name, item.state, f"{item.step + 1:,}{horizon}",
                      "-" if item.loss is None else f"{item.loss:.3f}", str(item.world or "-"),
                      format_duration(time.time() - item.updated) + " ago"))
+    _echo_table(rows)
+
+
+def _echo_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+LOG_OPTIONS = [
+    click.option("--steps", type=click.IntRange(min=1),
+                 help="Step horizon of a log whose lines have no /N (for the ETA)."),
+    click.option("--vocab", type=click.IntRange(min=2),
+                 help="Vocabulary size of a log's model (for the ln(vocab) baseline)."),
+]
+
+
+def log_options(command):
+    for option in reversed(LOG_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _log_file(path_text: str):
+    """A readable regular file for --log, or a one-line UserError."""
+    from pathlib import Path
+
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise UserError(f"no such log file: {path_text}")
+    if not path.is_file():
+        raise UserError(f"--log {path_text} is not a regular file")
+    try:
+        path.open("rb").close()
+    except OSError as error:
+        raise UserError(f"cannot read log {path_text}: {error.strerror or error}") from None
+    return path
+
+
 @cli.command()
-@click.argument("run_name", metavar="RUN")
+@click.argument("pid", type=click.IntRange(min=1), required=False)
+@click.option("--run", "run_name", metavar="RUN", help="A scalemon run, by name (or path).")
+@click.option("--log", "log_path", metavar="FILE",
+              help="Read steps from this log (with a pid whose output is not a file, or alone).")
+@log_options
+@click.option("--no-tui", is_flag=True, help="Print status lines instead of the screen.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds between headless status lines.")
+@click.option("--stacks", "show_stacks", is_flag=True,
+              help="Print every rank's current Python stack (py-spy) and exit.")
+def attach(pid, run_name, log_path, steps, vocab, no_tui, interval, show_stacks) -> int:
+    """Watch a run that is already going: history from its start, then live.
+
+    \b
+    scalemon attach                  the running scalemon run (a list when several)
+    scalemon attach PID              any pid of a scalemon run (launcher, rank, `scalemon
+                                     run`), or any training process scalemon did not start
+    scalemon attach --run NAME       a scalemon run by name
+    scalemon attach PID --log FILE   a process whose stdout is not a file: its log
+    scalemon attach --log FILE       follow a log alone (nanochat's lines, or step/loss/dt)
+    scalemon attach PID --stacks     every rank's Python stack through py-spy, then exit
+
+    Quitting (Ctrl-C) leaves the run going; any number of monitors may watch one run.
+    Exit code: 0 when the run ended or you detached, 1 when it failed.
+    """
+    from scalemon import attach as attaching
+
+    target = _attach_target(pid, run_name, log_path)
+    if target.run is not None and (steps or vocab):
+        raise UserError("--steps and --vocab are for logs; a scalemon run has them in its config")
+    if show_stacks:
+        if target.run is not None:
+            from scalemon.collector import Collector
+
+            with Collector(target.run, live=False) as collector:
+                pids = attaching.stack_pids(collector)
+        elif target.root:
+            pids = attaching.python_processes(target.root)
+        else:
+            raise UserError("--stacks needs a pid or a run to dump")
+        click.echo(attaching.stacks(pids))
+        return 0
+    return _watch_attached(target, steps, vocab, no_tui, interval)
+
+
+def _attach_target(pid, run_name, log_path):
+    from scalemon import attach as attaching
+    from scalemon.rundir import RunDirError, resolve_run
+
+    if pid and run_name:
+        raise UserError("give a pid or --run NAME, not both")
+    log = _log_file(log_path) if log_path else None
+    try:
+        if run_name:
+            if log is not None:
+                raise UserError("--log is for processes scalemon did not start; a scalemon "
+                                "run's steps are in its run dir")
+            return attaching.Target(run=resolve_run(run_name))
+        if pid:
+            return attaching.target_for_pid(pid, log)
+    except (attaching.AttachError, RunDirError) as error:
+        raise UserError(str(error)) from None
+    if log is not None:
+        return attaching.Target(log=log)
+    return attaching.Target(run=_pick_running_run())
+
+
+def _pick_running_run():
+    """The one running run; a list to choose from when several (asked on a terminal)."""
+    from scalemon import attach as attaching
+
+    listings = attaching.running_runs()
+    if not listings:
+        raise UserError("no scalemon run is running (see scalemon ls); attach to any training "
+                        "process with: scalemon attach PID, or follow a log with --log FILE")
+    if len(listings) == 1:
+        return listings[0].run
+    rows = [("#", "NAME", "STATE", "STEP", "LOSS", "WORLD")]
+    for i, item in enumerate(listings, 1):
+        horizon = f"/{item.horizon:,}" if item.horizon else ""
+        rows.append((str(i), item.run.name, item.state, f"{item.step + 1:,}{horizon}",
+                     "-" if item.loss is None else f"{item.loss:.3f}", str(item.world or "-")))
+    _echo_table(rows)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError(f"{len(listings)} runs are running: pick one with "
+                        "scalemon attach --run NAME (or a pid)")
+    choice = click.prompt("attach to", type=click.IntRange(1, len(listings)), default=1)
+    return listings[choice - 1].run
+
+
+def _attach_header(target, collector) -> list[str]:
+    from scalemon import attach as attaching
+
+    state = collector.state
+    done = f"{len(state.loss_steps):,} steps so far"
+    if state.loss_steps:
+        done += f", steps {state.loss_steps[0]}-{state.loss_steps[-1]}"
+    if target.run is not None:
+        role = f"; pid {target.pid} is {target.role}" if target.pid else ""
+        return [f"attached to run {target.run.name} in {target.run.path}{role}",
+                f"  history from the run dir: {done}; live from here. "
+                "Ctrl-C detaches (the run keeps going)"]
+    lines = [f"watching pid {target.pid} ({target.name}), a run scalemon did not start"
+             if target.pid else f"following {target.log}"]
+    if target.log is not None:
+        parser = collector.parser
+        lines.append(f"  steps from {target.log}: {done}" + (
+            f" ({parser.unreadable} lines mention a step but could not be read)"
+            if parser.unreadable else ""))
+    else:
+        lines.append(f"  {target.log_note}")
+    lines.append("  the compute/sync split needs the step probe; it is a few lines in the "
+                 "training loop (README: Your own training loop):")
+    lines += ["    " + line for line in attaching.PROBE_SNIPPET.splitlines()]
+    lines.append("  Ctrl-C stops watching (the process keeps going)")
+    return lines
+
+
+def _run_screen():
+    """The Textual screen's entry point, when it is installed and importable."""
+    try:
+        from scalemon.tui.app import run_screen
+    except ImportError:
+        return None
+    return run_screen
+
+
+def _attach_again_hint(target) -> str:
+    if target.run is not None:
+        return f"left run {target.run.name} going; watch it again with: " \
+               f"scalemon attach --run {target.run.name}"
+    again = f"scalemon attach {target.pid}" if target.pid else f"scalemon attach --log {target.log}"
+    return f"stopped watching; watch again with: {again}"
+
+
+def _stopper(target):
+    """What the screen's stop key does: a scalemon run stops gracefully; others are not ours."""
+    from scalemon import launch
+
+    if target.run is None:
+        return lambda: False
+    return lambda: launch.request_stop(target.run)
+
+
+def _watch_attached(target, steps, vocab, no_tui: bool, interval: float) -> int:
+    import signal
+
+    from scalemon import attach as attaching
+    from scalemon import headless
+    from scalemon.rundir import RunDirError
+
+    try:
+        collector = attaching.open_collector(target, steps=steps, vocab=vocab)
+    except RunDirError as error:
+        raise UserError(str(error)) from None
+    with collector:
+        screen = None if no_tui or not sys.stdout.isatty() else _run_screen()
+        if screen is not None:
+            final = screen(collector, price=None, on_quit_hint=_attach_again_hint(target),
+                           stop_run=_stopper(target))
+            return 1 if final == "failed" else 0
+        stops = []
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda number, frame: stops.append(number))
+        for line in _attach_header(target, collector):
+            click.echo(line)
+        final = headless.follow(collector, click.echo, interval, stop=lambda: bool(stops))
+    if stops:
+        click.echo(_attach_again_hint(target), err=True)
+        return 0
+    return 1 if final == "failed" else 0
+
+
+@cli.command()
+@click.argument("run_name", metavar="[RUN]", required=False)
+@click.option("--log", "log_path", metavar="FILE",
+              help="Fold a finished training log instead of a run dir.")
+@log_options
 @click.option("--json", "as_json", is_flag=True, help="Print the folded state as JSON.")
-def replay(run_name: str, as_json: bool) -> None:
-    """Fold a run's records (finished or running) and print the state the monitor shows."""
+def replay(run_name: str | None, log_path: str | None, steps, vocab, as_json: bool) -> None:
+    """Fold a run's records (finished or running), or a log, and print what the monitor shows.
+
+    \b
+    scalemon replay RUN [--json]
+    scalemon replay --log FILE [--steps N] [--vocab V] [--json]
+    """
     from scalemon import headless
     from scalemon.collector import Collector
     from scalemon.rundir import RunDirError, resolve_run
 
+    if run_name and log_path:
+        raise UserError("give a run or --log FILE, not both")
+    if log_path:
+        _replay_log(_log_file(log_path), steps, vocab, as_json)
+        return
+    if not run_name:
+        raise UserError("give a run name (see scalemon ls) or --log FILE")
+    if steps or vocab:
+        raise UserError("--steps and --vocab are for --log; a run has them in its config")
     try:
         collector = Collector(resolve_run(run_name), live=False)
     except RunDirError as error:
@@ -307,6 +545,29 @@ def replay(run_name: str, as_json: bool) -> None:
     click.echo(headless.report(state))
     if collector.bad_file_lines:
         click.echo(f"({collector.bad_file_lines} unreadable record lines skipped)")
+
+
+def _replay_log(log, steps, vocab, as_json: bool) -> None:
+    from scalemon import headless
+    from scalemon.logfollow import LogCollector
+
+    with LogCollector(log, steps=steps, vocab=vocab, system=False) as collector:
+        collector.end(f"end of {log.name}")
+        state, parser = collector.state, collector.parser
+        if as_json:
+            summary = state.summary()
+            summary["bad_lines"] = parser.unreadable
+            summary["log"] = {"path": str(log), "lines": parser.lines, "steps": parser.steps,
+                              "evals": [{"step": e.step, "metrics": dict(e.metrics)}
+                                        for e in collector.evals],
+                              "unreadable": parser.unreadable,
+                              "last_unreadable": parser.last_unreadable}
+            click.echo(json.dumps(summary, indent=2, default=str))
+            return
+        click.echo(headless.report(state))
+        if parser.unreadable:
+            click.echo(f"({parser.unreadable} lines mention a step but could not be read, "
+                       f"e.g. {parser.last_unreadable!r})")
 
 
 def main(argv: list[str] | None = None) -> None:

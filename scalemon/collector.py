@@ -14,13 +14,25 @@ import socket
 import statistics
 import time
 
-from scalemon import records
+from scalemon import records, relay
 from scalemon.rundir import RecordTail, RunDir
 from scalemon.runstate import RunState
 
 FILE_POLL_S = 1.0  # the files catch whatever the socket missed
 SYSTEM_POLL_S = 1.0  # host, network and GPU probes
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes on Linux
+
+
+def net_bytes_per_step(system, state: RunState) -> float | None:
+    """Median bytes this machine sent on the run interface during recent steps of rank 0."""
+    if system is None or state.loss_rank is None:
+        return None
+    moved = []
+    for record in state.recent.get(state.loss_rank, ()):
+        _, sent = system.bytes_between(record.t - record.dt, record.t, wall=True)
+        if sent == sent:  # NA is NaN: steps the samples do not cover yet
+            moved.append(sent)
+    return statistics.median(moved) if moved else None
 
 
 class Collector:
@@ -57,7 +69,9 @@ class Collector:
 
     def poll_system(self) -> None:
         """Sample the host, network and GPUs of this run's processes (pids from records)."""
-        pids = {info.pid: rank for rank, info in self.state.ranks.items() if info.pid}
+        # Other nodes' pids name processes on their machines, not on this one.
+        pids = {info.pid: rank for rank, info in self.state.ranks.items()
+                if info.pid and info.node == self.state.node_rank}
         if pids != self._known_pids:
             self._known_pids = pids
             self.system.set_rank_map(pids)
@@ -65,17 +79,12 @@ class Collector:
             self.system.set_roots(roots + list(pids))
         self.last_system = self.system.sample()
         self._last_system_poll = time.monotonic()
+        nic = self.last_system.net.run
+        self.state.observe_network(self.net_bytes_per_step(),
+                                   nic.speed_mbps * 1e6 if nic is not None else None)
 
     def net_bytes_per_step(self) -> float | None:
-        """Median bytes this machine sent on the run interface during recent steps of rank 0."""
-        if self.system is None or self.state.loss_rank is None:
-            return None
-        moved = []
-        for record in self.state.recent.get(self.state.loss_rank, ()):
-            _, sent = self.system.bytes_between(record.t - record.dt, record.t, wall=True)
-            if sent == sent:  # NA is NaN: steps the samples do not cover yet
-                moved.append(sent)
-        return statistics.median(moved) if moved else None
+        return net_bytes_per_step(self.system, self.state)
 
     def _bind(self) -> None:
         path = self.run.monitors_dir / f"{os.getpid()}-{secrets.token_hex(3)}.sock"
@@ -104,6 +113,8 @@ class Collector:
             tail = self.tails.setdefault(str(path), RecordTail(path))
             for record in tail.read():
                 count += self.state.apply(record)
+        if self.state.nnodes > 1:
+            self.state.apply_relay(relay.read_status(self.run))
         self.state.apply_status(self.run.read_status())
         self._last_file_poll = time.monotonic()
         return count

@@ -24,7 +24,7 @@ def _clock(t: float) -> str:
 def split_text(state: RunState) -> str:
     split = state.split()
     if split is None or not split.total > 0:
-        return "split: waiting"
+        return f"split: {state.split_missing() or 'waiting'}"
     parts = []
     for label, names in SPLIT_LABELS:
         share = sum(split.share(n) for n in names)
@@ -75,16 +75,68 @@ def status_line(state: RunState, now: float | None = None, system: str | None = 
     if eta is not None:
         parts.append(f"{format_count(eta.tok_s)} tok/s")
     parts.append(split_text(state))
+    model = state.sync_model()
+    if model is not None:
+        parts.append(f"sync {format_duration(model.exposed_s)} (model "
+                     f"{format_duration(model.predicted_s)} at {format_rate(model.link_bit_s)})")
+    advice = state.sync_advice()
+    if advice is not None:
+        parts.append(f"sync-bound: use {advice.micro_steps} micro-steps per allreduce "
+                     f"({format_duration(advice.step_s)}/step, sync "
+                     f"{advice.sync_share:.0%})")
     straggler = state.straggler()
     if straggler is not None:
         parts.append(f"slowest r{straggler.rank} (+{format_duration(straggler.wait_s)})")
+    nodes = nodes_text(state, now)
+    if nodes:
+        parts.append(nodes)
     if eta is not None:
         parts.append(f"ETA {format_duration(eta.mid_s)}" if eta.remaining_steps else "done")
     elif state.horizon is None:
-        parts.append("ETA unknown (no horizon)")
+        parts.append(f"ETA unknown ({state.eta_missing()})")
     if system:
         parts.append(system)
     return " | ".join(parts)
+
+
+def nodes_text(state: RunState, now: float | None = None, detail: bool = False) -> str | None:
+    """Across machines: which node's records lag here and why, or that node 0 is out of reach
+    (with `detail`, the relay's own reason)."""
+    parts = []
+    for lag in state.nodes_behind(now):
+        where = f"node {lag.node}" + (f" ({', '.join(lag.hosts)})" if lag.hosts else "")
+        text = f"{where} behind by {lag.steps_behind} steps" if lag.reported else \
+            f"{where}: no records yet"
+        if lag.relay_down_s is not None:
+            text += f" (relay down {format_duration(lag.relay_down_s)})"
+        elif lag.relay_up:
+            text += " (relay slow)"
+        parts.append(text)
+    relay = state.relay or {}
+    if relay.get("role") == "server" and relay.get("error"):
+        parts.append(f"relay not listening on {relay.get('listen')}: {relay['error']}")
+    down = state.relay_down_s(now)
+    if down is not None:
+        text = f"relay to node 0 down {format_duration(down)} (records kept here)"
+        error = relay.get("error")
+        parts.append(f"{text}: {error}" if detail and error else text)
+    return "; ".join(parts) or None
+
+
+def sync_model_text(state: RunState, detail: bool = True) -> str | None:
+    """The ring model for the link, to show beside the measured sync; with `detail`, how the
+    measurement compares and what the network probe saw (a short panel may leave them out)."""
+    model = state.sync_model()
+    if model is None:
+        return None
+    text = (f"model: {format_duration(model.predicted_s)} to all-reduce "
+            f"{format_bytes(model.bytes)} in a ring of {model.ring} over "
+            f"{format_rate(model.link_bit_s)} ({model.link_source})")
+    if detail:
+        text += f"; exposed sync is {model.exposed_s / model.predicted_s:.2f}x that"
+        if model.net_bytes is not None:
+            text += f"; the network probe saw {format_bytes(model.net_bytes)}/step sent"
+    return text
 
 
 def event_line(event: Event) -> str:
@@ -110,12 +162,18 @@ def report(state: RunState) -> str:
                          f"{format_duration(split.comm)} comm ({format_duration(split.overlap)} "
                          f"overlapped), {format_bytes(split.bytes)}/step at "
                          f"{format_rate(split.bus_bit_s)}")
+        model = sync_model_text(state)
+        if model:
+            lines.append(model)
     straggler = state.straggler()
     if straggler is not None:
         lines.append(f"slowest rank: {straggler.rank}, peers wait "
                      f"{format_duration(straggler.wait_s)} a step")
     regime, advice = state.regime()
     lines.append(f"regime: {regime}: {advice}")
+    nodes = nodes_text(state, detail=True)
+    if nodes:
+        lines.append(nodes)
     eta = state.eta()
     if eta is not None:
         when = (f"ETA {format_duration(eta.mid_s)} ({format_duration(eta.low_s)} to "

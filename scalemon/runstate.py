@@ -16,11 +16,16 @@ from dataclasses import asdict, dataclass
 
 from scalemon import scaling
 from scalemon.records import CheckpointRecord, EndRecord, Record, StartRecord, StepRecord
+from scalemon.units import format_count, format_duration
 
 WARMUP_STEPS = 3  # after a (re)start: allocator, caches and the first allreduce are slow
 RECENT = 50  # steps in the rolling window for medians
 STALE_AFTER_S = 30.0  # a rank silent this long (or 10 median steps) has stopped reporting
 SYNC_TARGET = 0.10
+SYNC_BOUND = 0.3  # sync share above which gradient sync, not compute, sets the pace
+LAG_GRACE_S = 5.0  # relayed records this late are in transit, not behind
+# Runs read from a log (scalemon attach/replay --log) have step times, but no phases or sync.
+PROBE_HINT = "needs the step probe (see README: Your own training loop)"
 
 
 @dataclass
@@ -36,6 +41,7 @@ class RankInfo:
     drops: int = 0
     lost: int = 0
     stale: bool = False
+    node: int = 0  # node_rank of its machine: torchrun numbers ranks node by node
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,45 @@ class Event:
     text: str
 
 
+@dataclass(frozen=True)
+class SyncModel:
+    """Measured gradient sync beside the ring model's prediction for the link."""
+
+    exposed_s: float  # median exposed sync per step (comm hook)
+    comm_s: float  # median allreduce time, overlapped or not
+    bytes: int  # gradient bytes all-reduced per step
+    bus_bit_s: float  # achieved: 2(n−1)/n · bytes·8 / comm
+    predicted_s: float  # 2(n−1)/n · bytes·8 / link, n = ranks in the ring
+    link_bit_s: float
+    link_source: str  # "--link" or "NIC" (the run interface's speed, from the kernel)
+    ring: int  # ranks in the ring
+    net_bytes: float | None  # bytes the network probe saw this machine send per step
+
+
+@dataclass(frozen=True)
+class SyncAdvice:
+    """For a sync-bound run: the accumulation that brings sync under SYNC_TARGET."""
+
+    micro_steps: int  # micro-steps per allreduce to use
+    now_micro_steps: int
+    tokens_per_step: int | None  # the --tokens-per-step that gives micro_steps
+    step_s: float  # predicted seconds per step at micro_steps
+    sync_share: float  # predicted sync share at micro_steps
+    tok_s: float | None  # predicted throughput at micro_steps
+
+
+@dataclass(frozen=True)
+class NodeLag:
+    """A node whose ranks' records lag the others' on this (the collecting) node."""
+
+    node: int
+    hosts: tuple[str, ...]
+    steps_behind: int
+    reported: bool  # False: no records from it at all yet
+    relay_up: bool | None  # None when the relay state is unknown
+    relay_down_s: float | None  # how long the relay to that node has been down
+
+
 def _median(values) -> float:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.median(values) if values else math.nan
@@ -108,7 +153,16 @@ class RunState:
         self.vocab: int | None = model.get("vocab")
         self.horizon: int | None = train.get("steps")
         self.tokens_per_step: int | None = train.get("tokens_per_step")
-        self.world: int | None = self.config.get("launch", {}).get("world_size")
+        launch = self.config.get("launch", {})
+        self.world: int | None = launch.get("world_size")
+        self.nproc: int | None = launch.get("nproc_per_node")
+        self.nnodes: int = launch.get("nnodes") or 1
+        self.node_rank: int = launch.get("node_rank") or 0  # the node this run dir is on
+        self.link_bit_s: float | None = launch.get("link_bit_s")  # from --link
+        self.nic_bit_s: float | None = None  # the run interface's speed, when known
+        self.net_bytes_per_step: float | None = None  # sent on the run interface per step
+        self.relay: dict | None = None  # the relay's status (relay.json)
+        self.now: float | None = None  # the last tick
         self.ranks: dict[int, RankInfo] = {}
         self.loss_steps = array("q")  # loss of the lowest reporting rank, by step
         self.loss_values = array("d")
@@ -137,7 +191,8 @@ class RunState:
             self.duplicates += 1
             return False
         self.records += 1
-        info = self.ranks.setdefault(record.rank, RankInfo(record.rank))
+        info = self.ranks.setdefault(record.rank,
+                                     RankInfo(record.rank, node=self.node_of(record.rank)))
         info.stale = False
         if isinstance(record, StepRecord):
             self._apply_step(info, record)
@@ -255,6 +310,7 @@ class RunState:
 
     def tick(self, now: float) -> None:
         """Mark ranks that stopped reporting (the only time-driven part of the state)."""
+        self.now = now
         limit = max(STALE_AFTER_S, 10 * (self.step_seconds() or 0))
         for info in self.ranks.values():
             silent = info.last_t is not None and info.ended is None and now - info.last_t > limit
@@ -267,7 +323,16 @@ class RunState:
         self.events.append(Event(t, level, text))
         self.event_count += 1
 
+    def note(self, t: float, level: str, text: str) -> None:
+        """Log an event that comes from outside the records (a monitor's own observations)."""
+        self._event(t, level, text)
+
     # --- derived views ---------------------------------------------------------------
+
+    @property
+    def source(self) -> str:
+        """Where the steps come from: "probe" (step records) or "log" (parsed log lines)."""
+        return str(self.meta.get("source") or "probe")
 
     @property
     def ln_vocab(self) -> float | None:
@@ -301,7 +366,7 @@ class RunState:
 
     def split(self) -> Split | None:
         window = self._window()
-        if not window:
+        if not window or self.source == "log":
             return None
 
         def phase(name):
@@ -322,6 +387,12 @@ class RunState:
                      optimizer=optimizer, other=other, total=total, comm=comm,
                      overlap=_median(r.sync.overlap for r in synced) if synced else 0.0,
                      bytes=nbytes, bus_bit_s=bus, steps=len(window))
+
+    def split_missing(self) -> str | None:
+        """Why `split()` is None (None when it is not)."""
+        if self.source == "log":
+            return PROBE_HINT
+        return None if self._window() else "waiting"
 
     def straggler(self) -> Straggler | None:
         """The rank whose last gradient bucket is ready last; its peers wait that long."""
@@ -347,9 +418,11 @@ class RunState:
         out = []
         times = list(self.step_times)
         for (s0, t0, _), (s1, t1, tokens) in zip(times, times[1:], strict=False):
-            if s1 != s0 + 1 or s1 < start + WARMUP_STEPS or s0 in self.checkpoint_steps:
+            # A log may print every k-th step: the interval is spread over the steps it covers.
+            if s1 <= s0 or s0 < start + WARMUP_STEPS - 1 or \
+                    not self.checkpoint_steps.isdisjoint(range(s0, s1)):
                 continue
-            out.append((t1 - t0, tokens))
+            out.append(((t1 - t0) / (s1 - s0), tokens))
         return out
 
     def eta(self) -> Eta | None:
@@ -364,19 +437,24 @@ class RunState:
                    low_s=remaining * _quantile(seconds, 0.25), mid_s=remaining * step_s,
                    high_s=remaining * _quantile(seconds, 0.75), tok_s=tok_s)
 
+    def eta_missing(self) -> str | None:
+        """Why `eta()` is None (None when it is not)."""
+        if not self.horizon:
+            return "no horizon: give --steps N" if self.source == "log" else "no horizon"
+        return None if self.eta() is not None else "waiting for steps"
+
     def regime(self) -> tuple[str, str]:
         """(name, plain-words advice): compute-, sync-, input- or straggler-bound."""
         split = self.split()
+        if self.source == "log":
+            return "unknown", f"the compute/sync split {PROBE_HINT}"
         if split is None or not split.total > 0:
             return "unknown", "waiting for steps"
         straggler = self.straggler()
-        if split.share("sync") > 0.3:
-            micro = self.meta.get("micro_steps") or 1
-            compute = (split.total - split.sync) / micro
-            k = scaling.accumulation_for_sync_share(compute, split.sync, SYNC_TARGET)
+        advice = self.sync_advice()
+        if advice is not None:
             return "sync-bound", (f"sync is {split.share('sync'):.0%} of a step; "
-                                  f"{k} micro-steps per allreduce would bring it "
-                                  f"under {SYNC_TARGET:.0%}")
+                                  f"{advice_text(advice)}")
         if straggler and straggler.wait_s > 0.1 * split.total:
             return "straggler-bound", (f"rank {straggler.rank} is late by "
                                        f"{straggler.wait_s:.2f} s a step; its peers wait")
@@ -398,7 +476,10 @@ class RunState:
             return "stopped" if "stopped" in ends else "finished"
         if self.step < 0:
             return "starting"
-        if any(info.stale for info in self.ranks.values()):
+        # A remote node's silence is its relay's (shown as behind): DDP steps in lockstep,
+        # so while this node's ranks step, the run is not stalled.
+        if any(info.stale and (info.node == self.node_rank or self.nnodes == 1)
+               for info in self.ranks.values()):
             return "stalled"
         return "training"
 
@@ -408,6 +489,7 @@ class RunState:
         regime, advice = self.regime()
         return {
             "name": self.name,
+            "source": self.source,
             "state": self.state(),
             "step": self.step,
             "horizon": self.horizon,
@@ -424,10 +506,123 @@ class RunState:
             "eta": None if eta is None else asdict(eta),
             "regime": regime,
             "advice": advice,
+            "split_missing": None if split is not None else self.split_missing(),
+            "eta_missing": None if eta is not None else self.eta_missing(),
             "ranks": [asdict(info) for info in sorted(self.ranks.values(),
                                                       key=lambda i: i.rank)],
             "events": [asdict(e) for e in self.events],
             "status": self.status,
             "records": self.records,
+            "sync_model": _plain(self.sync_model()),
+            "sync_advice": _plain(self.sync_advice()),
+            "nodes_behind": [asdict(lag) for lag in self.nodes_behind()],
+            "relay": self.relay,
         }
+
+    # --- across machines -------------------------------------------------------------
+
+    def node_of(self, rank: int) -> int:
+        return rank // self.nproc if self.nproc else 0
+
+    def apply_relay(self, status: dict | None) -> None:
+        self.relay = status
+
+    def observe_network(self, bytes_per_step: float | None, nic_bit_s: float | None) -> None:
+        """What the network probe saw: bytes sent per step, the run interface's speed."""
+        self.net_bytes_per_step = bytes_per_step
+        self.nic_bit_s = nic_bit_s if nic_bit_s and math.isfinite(nic_bit_s) else None
+
+    def micro_steps(self) -> int:
+        """Micro-steps per allreduce in the recent window (gradient accumulation)."""
+        window = self._window()
+        return max(1, round(_median(r.micro_steps for r in window))) if window else 1
+
+    def sync_model(self) -> SyncModel | None:
+        """Measured sync beside the ring model's prediction for the link, once its speed is
+        known (`--link`, or the run interface's; loopback has none)."""
+        split = self.split()
+        link, source = (self.link_bit_s, "--link") if self.link_bit_s else (self.nic_bit_s, "NIC")
+        ring = self.world or 1
+        if split is None or split.bytes <= 0 or not link or ring < 2:
+            return None
+        return SyncModel(exposed_s=split.sync, comm_s=split.comm, bytes=split.bytes,
+                         bus_bit_s=split.bus_bit_s,
+                         predicted_s=scaling.ring_allreduce_seconds(split.bytes, ring, link),
+                         link_bit_s=link, link_source=source, ring=ring,
+                         net_bytes=self.net_bytes_per_step)
+
+    def predict_accumulation(self, micro_steps: int) -> tuple[float, float] | None:
+        """(step seconds, sync share) with `micro_steps` per allreduce: compute per
+        micro-step scales, optimizer and sync stay once per step."""
+        split = self.split()
+        if split is None or not split.total > 0:
+            return None
+        compute = (split.data + split.forward + split.backward) / self.micro_steps()
+        step_s = micro_steps * compute + split.optimizer + split.other + split.sync
+        return step_s, split.sync / step_s if step_s > 0 else math.nan
+
+    def sync_advice(self) -> SyncAdvice | None:
+        """When sync dominates: micro-steps per allreduce that bring it under SYNC_TARGET."""
+        split = self.split()
+        if split is None or not split.share("sync") > SYNC_BOUND:
+            return None
+        now = self.micro_steps()
+        compute = (split.data + split.forward + split.backward) / now
+        if compute <= 0:
+            return None
+        k = scaling.accumulation_for_sync_share(compute, split.sync, SYNC_TARGET)
+        step_s, share = self.predict_accumulation(k)
+        tokens = self.tokens_per_step // now * k if self.tokens_per_step else None
+        return SyncAdvice(micro_steps=k, now_micro_steps=now, tokens_per_step=tokens,
+                          step_s=step_s, sync_share=share,
+                          tok_s=tokens / step_s if tokens and step_s > 0 else None)
+
+    def nodes_behind(self, now: float | None = None) -> list[NodeLag]:
+        """On node 0 of a multi-node run: the nodes whose records lag, and their relay."""
+        if self.nnodes < 2 or self.node_rank != 0 or not self.nproc or not self.ranks:
+            return []
+        now = now or self.now or max((i.last_t or 0.0) for i in self.ranks.values())
+        lead = max(info.last_step for info in self.ranks.values())
+        nodes = (self.relay or {}).get("nodes") or {}
+        lags = []
+        for node in range(1, self.nnodes):
+            infos = [self.ranks.get(rank) for rank in
+                     range(node * self.nproc, (node + 1) * self.nproc)]
+            last = min(info.last_step if info else -1 for info in infos)
+            newest = max((info.last_t for info in infos if info and info.last_t), default=None)
+            if lead - last < 2 or (newest is not None and now - newest < LAG_GRACE_S):
+                continue
+            link = nodes.get(str(node)) if isinstance(nodes, dict) else None
+            up = link.get("connected") if isinstance(link, dict) else None
+            since = link.get("since") if isinstance(link, dict) else None
+            down_s = now - since if up is False and isinstance(since, (int, float)) else None
+            hosts = tuple(sorted({info.host for info in infos if info and info.host}))
+            lags.append(NodeLag(node=node, hosts=hosts, steps_behind=lead - last,
+                                reported=any(infos), relay_up=up, relay_down_s=down_s))
+        return lags
+
+    def relay_down_s(self, now: float | None = None) -> float | None:
+        """On the other nodes: how long node 0 has been out of reach (None while it is not)."""
+        relay = self.relay or {}
+        if relay.get("role") != "client" or relay.get("connected") or relay.get("delivered"):
+            return None
+        since = relay.get("since")
+        now = now or self.now
+        return now - since if isinstance(since, (int, float)) and now else None
+
+
+def advice_text(advice: SyncAdvice) -> str:
+    """'34 micro-steps per allreduce (--tokens-per-step 34816) would bring it under 10%: ...'"""
+    text = f"{advice.micro_steps} micro-steps per allreduce"
+    if advice.tokens_per_step:
+        text += f" (--tokens-per-step {advice.tokens_per_step})"
+    text += (f" would bring it under {SYNC_TARGET:.0%}: {format_duration(advice.step_s)} "
+             "a step")
+    if advice.tok_s:
+        text += f", {format_count(advice.tok_s)} tok/s"
+    return text
+
+
+def _plain(value) -> dict | None:
+    return None if value is None else asdict(value)
 
