@@ -10,6 +10,7 @@ launcher's exit status into the run dir.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemon import scaling
+from scalemon import relay, scaling
 from scalemon.rundir import RUN_DIR_ENV, RunDir, RunDirError, check_name, runs_root
+from scalemon.units import parse_link
 
 CPU_DEFAULTS = {"seq_len": 512, "device_batch": 1}  # the first step shows within seconds
 CUDA_DEFAULTS = {"seq_len": 2048, "device_batch": 32}  # nanochat's
@@ -40,6 +42,9 @@ class RunOptions:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    relay_port: int | None = None  # default: master_port + 1
+    run_secret: str | None = None  # node 0 makes one; the other nodes must give it
+    link: str | None = None  # the link between nodes, for the sync model ("1gbit")
     steps: int | None = None
     tokens_per_param: float | None = None
     tokens_per_step: int | None = None
@@ -101,6 +106,11 @@ def build_config(opts: RunOptions, device: str, backend: str, gpus: int = 0) -> 
         raise LaunchError(f"--nproc-per-node {nproc} but only {gpus} GPU(s) here")
     if opts.nnodes < 1 or not 0 <= opts.node_rank < opts.nnodes:
         raise LaunchError(f"--node-rank must be in 0..{opts.nnodes - 1}")
+    relay_config = _relay_config(opts)
+    try:
+        link_bit_s = parse_link(opts.link) if opts.link else None
+    except ValueError as error:
+        raise LaunchError(str(error)) from None
     world = nproc * opts.nnodes
     per_micro = device_batch * seq_len * world
     tokens_per_step = opts.tokens_per_step or per_micro
@@ -133,10 +143,58 @@ def build_config(opts: RunOptions, device: str, backend: str, gpus: int = 0) -> 
                   "data": str(Path(opts.data).resolve()) if opts.data else None},
         "launch": {"nproc_per_node": nproc, "nnodes": opts.nnodes, "node_rank": opts.node_rank,
                    "master_addr": opts.master_addr, "master_port": opts.master_port,
-                   "world_size": world, "threads_per_rank": threads},
+                   "world_size": world, "threads_per_rank": threads, "link_bit_s": link_bit_s},
+        "relay": relay_config,
         "hosts": [socket.gethostname()],
         "pids": {},
     }
+
+
+def _relay_config(opts: RunOptions) -> dict | None:
+    """Where node 0 listens for the other nodes' records, and the run's shared secret."""
+    if opts.nnodes == 1:
+        return None
+    if opts.run_secret is None and opts.node_rank > 0:
+        raise LaunchError(f"--node-rank {opts.node_rank} joins node 0's run: give the secret "
+                          f"node 0 printed (--run-secret HEX or {relay.SECRET_ENV}=HEX)")
+    try:
+        secret = relay.check_secret(opts.run_secret) if opts.run_secret else relay.new_secret()
+    except ValueError as error:
+        raise LaunchError(str(error)) from None
+    port = opts.relay_port or relay.default_port(opts.master_port)
+    if port == opts.master_port:
+        raise LaunchError(f"--relay-port {port} is the rendezvous port; pick another")
+    return {"port": port, "secret": secret}
+
+
+def peer_command(config: dict, node_rank: int = 1) -> str:
+    """The `scalemon run` command that starts another node of this run, secret in the env
+    (so it stays out of `ps` listings). Node-local settings (threads, GLOO_SOCKET_IFNAME)
+    are left to that machine."""
+    train, launch = config["train"], config["launch"]
+    args = ["scalemon", "run", "--device", train["device"], "--backend", train["backend"],
+            "--nproc-per-node", launch["nproc_per_node"], "--nnodes", launch["nnodes"],
+            "--node-rank", node_rank, "--master-addr", launch["master_addr"],
+            "--master-port", launch["master_port"]]
+    if config["relay"]["port"] != relay.default_port(launch["master_port"]):
+        args += ["--relay-port", config["relay"]["port"]]
+    if launch.get("link_bit_s"):
+        args += ["--link", f"{launch['link_bit_s'] / 1e6:g}mbit"]
+    args += ["--name", config["name"], "--seed", train["seed"], "--device-batch",
+             train["device_batch"], "--tokens-per-step", train["tokens_per_step"],
+             "--checkpoint-every", train["checkpoint_every"], "--lr", train["lr"]]
+    if train["steps"]:
+        args += ["--steps", train["steps"]]
+    if train["data"]:
+        args += ["--data", train["data"]]
+    if config["command"] == "script":
+        args += ["--", *config["script"]]
+    else:
+        model = config["model"]
+        args += ["--depth", model["depth"], "--vocab", model["vocab"], "--seq-len",
+                 model["seq_len"]]
+    secret = f"{relay.SECRET_ENV}={config['relay']['secret']}"
+    return shlex.join([secret, *map(str, args)])
 
 
 def create_run(opts: RunOptions) -> RunDir:
@@ -176,6 +234,7 @@ def launcher_env(config: dict, run: RunDir) -> dict[str, str]:
     env[RUN_DIR_ENV] = str(run.path)
     env["OMP_NUM_THREADS"] = str(config["launch"]["threads_per_rank"])
     env["PYTHONUNBUFFERED"] = "1"  # rank output reaches the log as it happens
+    env.pop(relay.SECRET_ENV, None)  # the relay's business, not the ranks'
     return env
 
 

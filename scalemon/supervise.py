@@ -3,7 +3,9 @@
 Started by `scalemon run` in a session of its own (`python -m scalemon.supervise
 RUN_DIR`), so nothing that happens to the monitor or its terminal reaches the
 ranks. SIGTERM or SIGINT asks for a graceful stop: the ranks get SIGTERM, save a
-checkpoint and exit; the launcher is only signalled if they do not.
+checkpoint and exit; the launcher is only signalled if they do not. In a
+multi-node run it also runs the relay (`scalemon.relay`), which lives as long
+as the run, unlike a monitor.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from scalemon.launch import launcher_command, launcher_env
+from scalemon.relay import start_relay
 from scalemon.rundir import RunDir, RunDirError
 
 GRACE_S = 60.0  # ranks get this long to checkpoint before the launcher is told to stop
@@ -86,6 +89,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         logs = self.run.logs_dir
+        # Across machines: node 0 listens for the other nodes' records, they send theirs.
+        relay = start_relay(self.run, self.config)
         with open(logs / "stdout.log", "ab") as out, open(logs / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(
                 launcher_command(self.config, self.run), env=launcher_env(self.config, self.run),
@@ -101,6 +106,8 @@ class Supervisor:
                     self._escalate()
         if code != 0:
             code = _worker_exit_code(logs / "stderr.log") or code
+        if relay is not None:
+            relay.finish()  # the other nodes' last records, before the run is marked ended
         if self.stop_requested_at is not None:
             reason = "stopped on request"
         else:
