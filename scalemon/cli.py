@@ -95,7 +95,7 @@ def plan(more_depths, depths, vocab, seq_len, tokens_per_step, steps, tokens_per
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_plan(result))
 
 
-RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume"}
+RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume", "price"}
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
@@ -142,8 +142,10 @@ RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume"}
 @click.option("--no-tui", is_flag=True, help="Print status lines instead of the screen.")
 @click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds between headless status lines.")
+@click.option("--price", type=click.FloatRange(min=0),
+              help="Price per GPU-hour for the screen's what-if rows.")
 @click.pass_context
-def run(ctx, script, resume, no_tui, interval, **options) -> int:
+def run(ctx, script, resume, no_tui, interval, price, **options) -> int:
     """Launch a training run through torch.distributed's launcher and watch it.
 
     \b
@@ -175,7 +177,8 @@ def run(ctx, script, resume, no_tui, interval, **options) -> int:
             run_dir = launch.create_run(opts)
     except (launch.LaunchError, RunDirError) as error:
         raise UserError(str(error)) from None
-    return _watch_launched(run_dir, interval)
+    screen = None if no_tui or not sys.stdout.isatty() else _run_screen()
+    return _watch_launched(run_dir, interval, screen, price)
 
 
 def _prepare_resume(run_dir, steps):
@@ -192,8 +195,9 @@ def _prepare_resume(run_dir, steps):
     return run_dir
 
 
-def _watch_launched(run_dir, interval: float) -> int:
-    """Start the supervisor and follow the run headless; the exit code is the trainer's."""
+def _watch_launched(run_dir, interval: float, screen=None, price: float | None = None) -> int:
+    """Start the supervisor and watch the run (screen or headless); the exit code is the
+    trainer's, or 0 when the person leaves it training."""
     import signal
     import subprocess
 
@@ -202,8 +206,9 @@ def _watch_launched(run_dir, interval: float) -> int:
 
     supervisor = launch.start_supervisor(run_dir)
     click.echo(f"run {run_dir.name} in {run_dir.path}")
-    click.echo(f"  logs: {run_dir.logs_dir}/stdout.log, stderr.log; "
-               "Ctrl-C stops the run (checkpoint first), twice leaves it running")
+    keys = ("q leaves it training, s stops it" if screen is not None else
+            "Ctrl-C stops the run (checkpoint first), twice leaves it running")
+    click.echo(f"  logs: {run_dir.logs_dir}/stdout.log, stderr.log; {keys}")
     config = run_dir.read_config()
     nnodes = config["launch"]["nnodes"]
     if nnodes > 1 and config["launch"]["node_rank"] == 0:
@@ -225,8 +230,16 @@ def _watch_launched(run_dir, interval: float) -> int:
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     with Collector(run_dir, system=True) as collector:
-        final = headless.follow(collector, click.echo, interval,
-                                stop=lambda: detached() or supervisor.poll() is not None)
+        if screen is not None:
+            hint = (f"left run {run_dir.name} training; watch it again with: "
+                    f"scalemon attach --run {run_dir.name}")
+            final = screen(collector, price=price, on_quit_hint=hint,
+                           stop_run=lambda: supervisor.send_signal(signal.SIGTERM) or True)
+            if final == "quit":
+                return 0
+        else:
+            final = headless.follow(collector, click.echo, interval,
+                                    stop=lambda: detached() or supervisor.poll() is not None)
         if detached():
             click.echo(f"left run {run_dir.name} training; see it with: "
                        f"scalemon replay {run_dir.name}", err=True)
