@@ -145,3 +145,12 @@ def test_summary_is_plain_data():
     assert json.loads(json.dumps(summary))["split"]["sync"] == pytest.approx(0.2)
     assert summary["unigram_entropy"] == 4.0 and summary["ln_vocab"] == pytest.approx(
         math.log(256))
+
+
+def test_a_sync_jump_is_an_event_once():
+    quiet = [step(r, n, exposed=0.1) for n in range(30) for r in (0, 1)]
+    loud = [step(r, n, exposed=0.6, comm=0.7) for n in range(30, 45) for r in (0, 1)]
+    state = fed([start(0), start(1)] + quiet + loud)
+    jumps = [e.text for e in state.events if "sync share jumped" in e.text]
+    assert len(jumps) == 1 and "from 10% to 60%" in jumps[0]
+    assert not any("sync share jumped" in e.text for e in fed(run_of(45)).events)
