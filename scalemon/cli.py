@@ -177,7 +177,7 @@ def run(ctx, script, resume, no_tui, interval, price, **options) -> int:
             run_dir = launch.create_run(opts)
     except (launch.LaunchError, RunDirError) as error:
         raise UserError(str(error)) from None
-    screen = None if no_tui or not sys.stdout.isatty() else _run_screen()
+    screen = None if no_tui or not _screen_possible() else _run_screen()
     return _watch_launched(run_dir, interval, screen, price)
 
 
@@ -356,7 +356,9 @@ def _log_file(path_text: str):
               help="Seconds between headless status lines.")
 @click.option("--stacks", "show_stacks", is_flag=True,
               help="Print every rank's current Python stack (py-spy) and exit.")
-def attach(pid, run_name, log_path, steps, vocab, no_tui, interval, show_stacks) -> int:
+@click.option("--price", type=click.FloatRange(min=0),
+              help="Price per GPU-hour for the screen's what-if rows.")
+def attach(pid, run_name, log_path, steps, vocab, no_tui, interval, show_stacks, price) -> int:
     """Watch a run that is already going: history from its start, then live.
 
     \b
@@ -388,7 +390,7 @@ def attach(pid, run_name, log_path, steps, vocab, no_tui, interval, show_stacks)
             raise UserError("--stacks needs a pid or a run to dump")
         click.echo(attaching.stacks(pids))
         return 0
-    return _watch_attached(target, steps, vocab, no_tui, interval)
+    return _watch_attached(target, steps, vocab, no_tui, interval, price)
 
 
 def _attach_target(pid, run_name, log_path):
@@ -464,6 +466,11 @@ def _attach_header(target, collector) -> list[str]:
     return lines
 
 
+def _screen_possible() -> bool:
+    """A terminal, or textual-serve's web driver (whose stdout is not a terminal)."""
+    return sys.stdout.isatty() or bool(os.environ.get("TEXTUAL_DRIVER"))
+
+
 def _run_screen():
     """The Textual screen's entry point, when it is installed and importable."""
     try:
@@ -490,7 +497,8 @@ def _stopper(target):
     return lambda: launch.request_stop(target.run)
 
 
-def _watch_attached(target, steps, vocab, no_tui: bool, interval: float) -> int:
+def _watch_attached(target, steps, vocab, no_tui: bool, interval: float,
+                    price: float | None = None) -> int:
     import signal
 
     from scalemon import attach as attaching
@@ -502,9 +510,9 @@ def _watch_attached(target, steps, vocab, no_tui: bool, interval: float) -> int:
     except RunDirError as error:
         raise UserError(str(error)) from None
     with collector:
-        screen = None if no_tui or not sys.stdout.isatty() else _run_screen()
+        screen = None if no_tui or not _screen_possible() else _run_screen()
         if screen is not None:
-            final = screen(collector, price=None, on_quit_hint=_attach_again_hint(target),
+            final = screen(collector, price=price, on_quit_hint=_attach_again_hint(target),
                            stop_run=_stopper(target))
             return 1 if final == "failed" else 0
         stops = []
