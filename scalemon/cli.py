@@ -203,6 +203,7 @@ def _watch_launched(run_dir, interval: float, screen=None, price: float | None =
 
     from scalemon import headless, launch
     from scalemon.collector import Collector
+    from scalemon.rundir import tail_lines
 
     supervisor = launch.start_supervisor(run_dir)
     click.echo(f"run {run_dir.name} in {run_dir.path}")
@@ -257,23 +258,12 @@ def _watch_launched(run_dir, interval: float, screen=None, price: float | None =
     if final == "failed" or code != 0:
         click.echo(f"run {run_dir.name} failed with exit code {code}; last lines of stderr:",
                    err=True)
-        for line in _tail_lines(run_dir.logs_dir / "stderr.log", 8):
+        for line in tail_lines(run_dir.logs_dir / "stderr.log", 8):
             click.echo(f"  {line}", err=True)
     else:
         click.echo(f"run {run_dir.name} {final}: resume or extend it with "
                    f"scalemon run --resume {run_dir.name} [--steps N]")
     return code
-
-
-def _tail_lines(path, count: int) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 16384))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip()][-count:]
 
 
 @cli.command("ls")

@@ -290,3 +290,15 @@ def describe(run: RunDir) -> RunListing:
         updated=last.t if last else config.get("created", 0.0),
         world=config["launch"].get("world_size"),
     )
+
+
+def tail_lines(path, count: int) -> list[str]:
+    """The last `count` non-blank lines of a log (reads at most its last 16 kB)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line.rstrip() for line in lines if line.strip()][-count:]

@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 from textual.message import Message
 
+from scalemon.rundir import tail_lines
+
 from .series import LossSeries
 from .view import RunInfo, ViewData, build_view, light_view, run_info
 
@@ -176,14 +178,3 @@ class Feed:
             getattr(self.collector, "log", None)
         self._stderr = tuple(tail_lines(path, STDERR_LINES)) if path else ()
 
-
-def tail_lines(path, count: int) -> list[str]:
-    """The last `count` non-blank lines of a log (reads at most its last 16 kB)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 16384))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line.rstrip() for line in lines if line.strip()][-count:]
