@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gpu import DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
+from .gpu import Device, DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
 from .na import NA, as_float
 
 __all__ = ["AmdProbe"]
@@ -37,11 +37,7 @@ _NO_PCIE = "not read: amdsmi's PCIe counter blocks for a second"
 
 
 @dataclass
-class _Device:
-    index: int
-    handle: Any
-    name: str
-    uuid: str
+class _Device(Device):
     gfx_ns: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (t, ns)
 
 

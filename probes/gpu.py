@@ -16,7 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from .na import NA, Explained, ratio
 
-__all__ = ["DeviceLost", "GpuProbe", "GpuProcess", "GpuSnapshot", "VendorProbe", "probe_gpus"]
+__all__ = [
+    "Device", "DeviceLost", "GpuProbe", "GpuProcess", "GpuSnapshot", "VendorProbe", "probe_gpus",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,16 @@ class GpuProbe(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class Device:
+    """One GPU as a vendor library knows it; vendors add what they track per device."""
+
+    index: int
+    handle: Any
+    name: str
+    uuid: str
 
 
 class DeviceLost(Exception):

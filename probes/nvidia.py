@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .gpu import DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
+from .gpu import Device, DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
 from .na import NA, as_float
 
 __all__ = ["NvidiaProbe"]
@@ -39,11 +39,7 @@ _KIB = 1024  # NVML's PCIe "KB/s" are KiB/s (as nvidia-smi and nvitop read them)
 
 
 @dataclass
-class _Device:
-    index: int
-    handle: Any
-    name: str
-    uuid: str
+class _Device(Device):
     memory_v2: bool = True  # nvmlDeviceGetMemoryInfo v2 works here (until it fails once)
     util_seen_us: int = 0  # newest per-process utilisation sample read so far
 
