@@ -148,7 +148,7 @@ def test_the_printed_command_starts_the_same_run_on_the_other_node():
     assert words[1:3] == ["scalemon", "run"]
     assert env == f"{relay.SECRET_ENV}={node0['relay']['secret']}"
     params = run_command.make_context("run", args).params
-    for name in ("script", "resume", "no_tui", "interval"):
+    for name in ("script", "resume", "no_tui", "interval", "price"):
         params.pop(name)
     node1 = launch.build_config(launch.RunOptions(**{**params, "run_secret": env.split("=")[1]}),
                                 "cpu", "gloo")
