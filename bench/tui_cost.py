@@ -21,12 +21,10 @@ No asserts (DESIGN.md: benchmarks are ratios measured in one run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -109,13 +107,7 @@ def start_run(home: Path, depth: int, vocab: int):
 def stop_run(run) -> None:
     from scalemon import launch
 
-    pid = run.read_config().get("pids", {}).get("supervisor")
-    launch.request_stop(run)
-    deadline = time.monotonic() + 30
-    while launch.process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-        os.killpg(pid, signal.SIGKILL)
+    launch.stop_and_wait(run)
 
 
 def steps_done(run) -> int:

@@ -9,6 +9,7 @@ launcher's exit status into the run dir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -284,6 +285,37 @@ def request_stop(run: RunDir) -> bool:
     except OSError:
         return False
     return True
+
+
+def stop_and_wait(run: RunDir, timeout: float = 30.0) -> bool:
+    """Stop a run gracefully; past `timeout`, kill the supervisor and every process under it.
+
+    Ranks run in sessions of their own (torchrun starts them so), so killing a
+    process group would miss them: the tree is walked instead. True when the
+    graceful stop was enough.
+    """
+    import psutil
+
+    try:
+        pid = run.read_config().get("pids", {}).get("supervisor")
+    except RunDirError:
+        return False
+    request_stop(run)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not process_alive(pid):
+        return True
+    try:
+        root = psutil.Process(pid)
+        victims = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return False
+    for victim in victims:
+        with contextlib.suppress(psutil.Error):
+            victim.kill()
+    psutil.wait_procs(victims, timeout=10)
+    return False
 
 
 def torch_problem() -> str | None:

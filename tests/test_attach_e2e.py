@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from scalemon import launch, records
@@ -112,14 +111,10 @@ def live(tmp_path_factory):
         assert proc.poll() is None, (home / "run.out").read_text()
         time.sleep(0.2)
     yield env, run, proc
-    launch.request_stop(run)
+    launch.stop_and_wait(run, timeout=90)
     try:
-        proc.wait(timeout=90)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        supervisor = run.read_config()["pids"]["supervisor"]
-        for victim in [*psutil.Process(supervisor).children(recursive=True),
-                       psutil.Process(supervisor)]:
-            victim.kill()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 

@@ -7,13 +7,11 @@ stops the run and leaves no process behind.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -82,17 +80,8 @@ def steps_in_file(run: RunDir) -> int:
 
 
 def stop_everything(run: RunDir) -> None:
-    """Graceful stop first; then the supervisor's whole session, whatever is left of it."""
-    try:
-        pid = json.loads(run.config_path.read_text()).get("pids", {}).get("supervisor")
-    except (OSError, ValueError):
-        return
-    launch.request_stop(run)
-    deadline = time.monotonic() + 30
-    while launch.process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-        os.killpg(pid, signal.SIGKILL)
+    """Graceful stop first; then the supervisor and every process under it."""
+    launch.stop_and_wait(run)
 
 
 def test_screen_in_tmux_follows_the_run_and_q_leaves_it_training(tmp_path):
