@@ -35,8 +35,9 @@ pytest: $(STAMP)
 
 test: lint pytest
 
+# One table of every figure (bench/suite.py); `make bench QUICK=1` for a short smoke run.
 bench: $(STAMP)
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	$(BIN)/python bench/suite.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -14,6 +14,7 @@ for scale. No asserts (DESIGN.md: benchmarks are ratios measured in one run).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -24,32 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from scalemon import records
-from scalemon.records import StartRecord, StepRecord, SyncTiming
-from scalemon.rundir import RunDir
+from runs import make_run  # bench/runs.py: run dirs of realistic records, written fast
 
 TARGET_S = 1.5
 STATUS = re.compile(rb"^\d\d:\d\d:\d\d \w+\s+step ")
 SLEEP = "import time; time.sleep(3600)"
-
-
-def make_run(root: Path, steps: int) -> RunDir:
-    run = RunDir.create(root / "runs" / "bench")
-    t0 = time.time() - steps * 0.5
-    for rank in (0, 1):
-        lines = [records.encode(StartRecord(rank=rank, t=t0, pid=1, host="h", world=2,
-                                            local_rank=rank, meta={"vocab": 65536, "steps":
-                                                                   10 * steps}))]
-        for step in range(steps):
-            t = t0 + 0.5 * (step + 1)
-            sync = SyncTiming(exposed=0.05, comm=0.12, overlap=0.07, bytes=147_000_000,
-                              buckets=6, last_ready=t - 0.1)
-            lines.append(records.encode(StepRecord(
-                rank=rank, t=t, step=step, dt=0.5, tokens=1024, loss=11 - step / steps,
-                lr=1e-3, sync=sync, phases={"data": 0.01, "forward": 0.15, "backward": 0.25,
-                                            "optimizer": 0.04})))
-        run.rank_file(rank).write_bytes(b"".join(lines))
-    return run
 
 
 def nanochat_log(path: Path, steps: int) -> None:
@@ -76,17 +56,21 @@ def first_status_s(args: list[str], env: dict) -> float:
         proc.wait()
 
 
-def report(label: str, times: list[float]) -> None:
+def report(label: str, times: list[float]) -> float:
     median = statistics.median(times)
     print(f"{label:<44} median {median * 1000:5.0f} ms, worst {max(times) * 1000:5.0f} ms "
           f"= {median / TARGET_S:.2f} of the {TARGET_S} s target")
+    return median
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000, help="steps of history")
     parser.add_argument("--runs", type=int, default=5, help="attaches per target")
+    parser.add_argument("--no-log", action="store_true", help="skip the plain-process target")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     options = parser.parse_args()
+    figures = {"steps": options.steps}
     helpers = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -97,7 +81,8 @@ def main() -> None:
         rank = subprocess.Popen([sys.executable, "-c", SLEEP],
                                 env={**env, "SCALEMON_RUN_DIR": str(run.path), "RANK": "0"})
         log = root / "train.log"
-        nanochat_log(log, options.steps)
+        if not options.no_log:
+            nanochat_log(log, options.steps)
         with open(log, "ab") as out:
             plain = subprocess.Popen([sys.executable, "-c", SLEEP], stdout=out)
         helpers += [supervisor, rank, plain]
@@ -116,14 +101,18 @@ def main() -> None:
                 startup.append(time.perf_counter() - t0)
             print(f"scalemon attach: first status line, {options.steps:,} steps of history, "
                   f"{options.runs} attaches each")
+            figures["startup_s"] = statistics.median(startup)
             print(f"{'python + CLI start (scalemon --version)':<44} median "
-                  f"{statistics.median(startup) * 1000:5.0f} ms")
-            report("scalemon run (attach RANK_PID --no-tui)",
-                   [first_status_s(["attach", str(rank.pid), "--no-tui"], env)
-                    for _ in range(options.runs)])
-            report("plain process (attach PID --no-tui, its log)",
-                   [first_status_s(["attach", str(plain.pid), "--no-tui"], env)
-                    for _ in range(options.runs)])
+                  f"{figures['startup_s'] * 1000:5.0f} ms")
+            figures["run_s"] = report("scalemon run (attach RANK_PID --no-tui)",
+                                      [first_status_s(["attach", str(rank.pid), "--no-tui"], env)
+                                       for _ in range(options.runs)])
+            if not options.no_log:
+                figures["log_s"] = report("plain process (attach PID --no-tui, its log)",
+                                          [first_status_s(["attach", str(plain.pid), "--no-tui"],
+                                                          env) for _ in range(options.runs)])
+            if options.json:
+                Path(options.json).write_text(json.dumps(figures))
         finally:
             for helper in helpers:
                 helper.kill()

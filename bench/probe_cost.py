@@ -12,6 +12,7 @@ are ratios measured in one run, never timed assertions).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -56,7 +57,9 @@ def timed(fn, samples: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
-    n = parser.parse_args().samples
+    parser.add_argument("--json", metavar="FILE", help="also write the figures here")
+    options = parser.parse_args()
+    n = options.samples
 
     launcher = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -116,6 +119,10 @@ def main() -> None:
     print(f"{'probe':<46} {'median µs':>10} {'p90 µs':>10} {'budget µs':>10} {'ratio':>7}")
     for name, med, p90, budget in rows:
         print(f"{name:<46} {med:>10.0f} {p90:>10.0f} {budget:>10.0f} {med / budget:>7.2f}")
+    if options.json:
+        Path(options.json).write_text(json.dumps(
+            {name: {"median_us": med, "p90_us": p90, "budget_us": budget}
+             for name, med, p90, budget in rows}))
 
 
 if __name__ == "__main__":

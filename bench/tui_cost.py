@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--monitor", nargs=2, metavar=("RUN_DIR", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
     if args.monitor:
         monitor(*args.monitor, args.seconds)
@@ -185,6 +186,10 @@ def main() -> None:
     print(f"step end to screen: median {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
           f"({p95 / DELAY_TARGET_S:.2f}x the {DELAY_TARGET_S * 1000:.0f} ms target), "
           f"max {delays[-1] * 1000:.0f} ms over {len(delays)} steps")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "cpu_share": share, "p50_s": p50, "p95_s": p95, "steps_per_s": steps_per_s,
+            "seconds": result["wall_s"], "views_per_s": result["views"] / result["wall_s"]}))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
+
+try:
+    import orjson
+except ImportError:  # json alone gives the same answers, four times slower
+    orjson = None
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 65536
@@ -77,6 +83,7 @@ class CheckpointRecord:
     step: int
     path: str
     seconds: float
+    error: str | None = None  # why it was not written (disk full ...); optional key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +139,8 @@ def _to_dict(r: Record) -> dict[str, Any]:
             "meta": r.meta,
         }
     if type(r) is CheckpointRecord:
-        return head | {"step": r.step, "path": r.path, "seconds": r.seconds}
+        fields = {"step": r.step, "path": r.path, "seconds": r.seconds}
+        return head | fields | ({"error": r.error} if r.error is not None else {})
     if type(r) is EndRecord:
         return head | {"step": r.step, "reason": r.reason, "message": r.message}
     raise TypeError(f"not a record: {type(r).__name__}")
@@ -161,9 +169,12 @@ def encode(record: Record) -> bytes:
 # keeps decode at a few microseconds (the monitor ingests tens of thousands a second).
 
 
+_INT_END = 2**63  # ints stay below: readers keep steps and counts in signed 64-bit arrays
+
+
 def _uint(x: Any, key: str, low: int = 0) -> int:
-    if type(x) is not int or x < low:
-        raise RecordError(f"{key!r} must be an int >= {low}")
+    if type(x) is not int or not low <= x < _INT_END:
+        raise RecordError(f"{key!r} must be an int >= {low} and < 2**63")
     return x
 
 
@@ -265,6 +276,76 @@ def _parse_step(obj: dict) -> StepRecord:
     )
 
 
+# The hot path: a monitor decodes every step record of every rank, tens of thousands a
+# second. A frozen dataclass's __init__ (object.__setattr__ per field) and one checker call
+# per field took two thirds of that. `_read_step` takes only the plain shape the step probe
+# writes (floats as floats, every key there) and fills the slots directly; anything else
+# goes to `_parse_step`, which decides and says why. tests/test_records_fast_json.py checks
+# that both give the same answers.
+
+
+def _slot_filler(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
+    """A constructor of `cls` (a frozen slots dataclass) from values in `names` order,
+    for values already checked."""
+    setters = {f.name: cls.__dict__[f.name].__set__ for f in fields(cls)}
+    if set(names) != set(setters):
+        raise TypeError(f"{cls.__name__} fields changed: update records._read_step")
+    ordered = tuple(setters[name] for name in names)
+    new = object.__new__
+
+    def build(*values: Any) -> Any:
+        record = new(cls)
+        for set_value, value in zip(ordered, values, strict=True):
+            set_value(record, value)
+        return record
+
+    return build
+
+
+_STEP_KEYS = ("rank", "t", "step", "dt", "phases", "tokens", "loss", "lr", "micro_steps", "sync",
+              "nosync_backward", "synced_backward", "drops", "lost")
+_SYNC_KEYS = ("exposed", "comm", "overlap", "bytes", "buckets", "last_ready")
+_step_values, _new_step = operator.itemgetter(*_STEP_KEYS), _slot_filler(StepRecord, _STEP_KEYS)
+_sync_values, _new_sync = operator.itemgetter(*_SYNC_KEYS), _slot_filler(SyncTiming, _SYNC_KEYS)
+_INF = math.inf
+
+
+def _read_step(obj: dict) -> StepRecord:
+    try:
+        (rank, t, step, dt, phases, tokens, loss, lr, micro_steps, sync, nosync, synced, drops,
+         lost) = _step_values(obj)
+    except KeyError:
+        return _parse_step(obj)
+    plain = (type(rank) is type(step) is type(tokens) is type(micro_steps) is type(drops)
+             is type(lost) is int and 0 <= rank < _INT_END and 0 <= step < _INT_END
+             and 0 <= tokens < _INT_END and 1 <= micro_steps < _INT_END
+             and 0 <= drops < _INT_END and 0 <= lost < _INT_END
+             and type(t) is float and -_INF < t < _INF and type(dt) is float and 0.0 <= dt < _INF
+             and (loss is None or type(loss) is float)
+             and (lr is None or type(lr) is float and -_INF < lr < _INF)
+             and (nosync is None or type(nosync) is float and 0.0 <= nosync < _INF)
+             and (synced is None or type(synced) is float and 0.0 <= synced < _INF)
+             and type(phases) is dict and (sync is None or type(sync) is dict))
+    if not plain:
+        return _parse_step(obj)
+    for seconds in phases.values():
+        if type(seconds) is not float or not 0.0 <= seconds < _INF:
+            return _parse_step(obj)
+    if sync is not None:
+        try:
+            exposed, comm, overlap, nbytes, buckets, last_ready = _sync_values(sync)
+        except KeyError:
+            return _parse_step(obj)
+        if not (type(exposed) is type(comm) is type(overlap) is type(last_ready) is float
+                and type(nbytes) is type(buckets) is int and nbytes >= 0 and buckets >= 0
+                and 0.0 <= exposed < _INF and 0.0 <= comm < _INF and 0.0 <= overlap < _INF
+                and -_INF < last_ready < _INF):
+            return _parse_step(obj)
+        sync = _new_sync(exposed, comm, overlap, nbytes, buckets, last_ready)
+    return _new_step(rank, t, step, dt, phases, tokens, loss, lr, micro_steps, sync, nosync,
+                     synced, drops, lost)
+
+
 def _parse_checkpoint(obj: dict) -> CheckpointRecord:
     return CheckpointRecord(
         rank=_uint(obj["rank"], "rank"),
@@ -272,6 +353,7 @@ def _parse_checkpoint(obj: dict) -> CheckpointRecord:
         step=_uint(obj["step"], "step"),
         path=_str(obj["path"], "path"),
         seconds=_seconds(obj["seconds"], "seconds"),
+        error=None if obj.get("error") is None else _str(obj["error"], "error"),
     )
 
 
@@ -294,10 +376,31 @@ def _parse_end(obj: dict) -> EndRecord:
 
 _PARSERS = {
     "start": _parse_start,
-    "step": _parse_step,
+    "step": _read_step,
     "checkpoint": _parse_checkpoint,
     "end": _parse_end,
 }
+
+
+# orjson parses a record in a quarter of json's time, but its answers differ on some input:
+# it rejects NaN, Infinity, lone surrogates, a BOM and floats out of range (json's answer is
+# taken then), turns integers past 64 bits into floats, and nests deeper than json's recursion
+# limit. So it only sees bytes without a run of 19 digits and with few brackets; json is the
+# reference for everything else (tests/test_records_fast_json.py compares the two).
+_MARKS = bytes.maketrans(b"0123456789[{", b"\0" * 10 + b"\1\1")
+_LONG_NUMBER = b"\0" * 19  # 2**63 has 19 digits
+_FAST_BRACKETS = 64
+
+
+def _loads(data: bytes | str) -> Any:
+    if orjson is not None and type(data) is bytes:
+        marks = data.translate(_MARKS)
+        if _LONG_NUMBER not in marks and marks.count(1) <= _FAST_BRACKETS:
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+    return json.loads(data)
 
 
 def decode(data: bytes | str) -> Record:
@@ -308,7 +411,7 @@ def decode(data: bytes | str) -> Record:
     if size > MAX_RECORD_BYTES:
         raise RecordError("record too large")
     try:
-        obj = json.loads(data)
+        obj = _loads(data)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise RecordError("not JSON") from None
     if type(obj) is not dict:

@@ -24,7 +24,7 @@ from scalemon.records import (
     encode,
 )
 
-uints = st.integers(min_value=0, max_value=2**63)
+uints = st.integers(min_value=0, max_value=2**63 - 1)
 seconds = st.floats(min_value=0.0, max_value=1e9, allow_nan=False, allow_infinity=False)
 wall = st.floats(min_value=0.0, max_value=4e9, allow_nan=False, allow_infinity=False)
 short_text = st.text(max_size=40)

@@ -1,0 +1,206 @@
+"""Every benchmark in one run, one table: figure | measured | target | ratio to target.
+
+    .venv/bin/python bench/suite.py [--quick] [--verbose]      (make bench)
+
+Runs the scripts beside this one, each in its own process (each also runs
+alone: see its docstring), reads the figures each writes with --json, and
+prints the machine, then the table. A ratio is measured / target: under 1 meets
+an "under" target, over 1 an "over" one. --quick shortens everything (a smoke
+test of the suite, not figures to quote). The machine is shared and noisy:
+quote ranges over repeated runs. No asserts (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# script -> (default arguments, --quick arguments)
+RUNS = {
+    "probe_overhead": (["--rounds", "20", "--block", "10"], ["--rounds", "3", "--block", "4"]),
+    "probe_cost": (["--samples", "300"], ["--samples", "30"]),
+    "ingest": (["--records", "400000", "--seconds", "2"], ["--records", "40000",
+                                                           "--seconds", "0.5"]),
+    "tui_cost": (["--seconds", "30"], ["--seconds", "6"]),
+    "monitor_memory": (["--steps", "500000"], ["--steps", "20000"]),
+    "frozen_monitor": (["--freeze", "30", "--window", "15"], ["--freeze", "4", "--window", "3"]),
+    "attach_first_screen": (["--steps", "5000", "--runs", "5"], ["--steps", "2000", "--runs", "2"]),
+    "attach_long": (["--steps", "500000", "--runs", "3", "--no-log"],
+                    ["--steps", "20000", "--runs", "1", "--no-log"]),
+}
+SCRIPT = {"attach_long": "attach_first_screen"}
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        memory = f"{kb / 2**20:.0f} GiB"
+    except (OSError, IndexError, ValueError):
+        memory = "?"
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"machine: {cpu}, {os.cpu_count()} cores, {memory} memory; Python "
+            f"{platform.python_version()}, torch {torch}; {platform.system()} "
+            f"{platform.release()}; load average at start {load}")
+
+
+def run_script(name: str, quick: bool, verbose: bool) -> dict | None:
+    args = RUNS[name][1 if quick else 0]
+    with tempfile.TemporaryDirectory(prefix="scalemon-suite-") as tmp:
+        out = Path(tmp) / "figures.json"
+        script = HERE / f"{SCRIPT.get(name, name)}.py"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(script), *args, "--json", str(out)],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if verbose or proc.returncode or not out.exists():
+            print(f"--- {script.name} {' '.join(args)} ({seconds:.0f} s)\n{proc.stdout}"
+                  f"{proc.stderr[-2000:] if proc.returncode else ''}", flush=True)
+        if proc.returncode or not out.exists():
+            return None
+        return json.loads(out.read_text())
+
+
+def help_startup(runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "scalemon", "--help"], capture_output=True,
+                       check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, figure: str, measured: str, target: str = "", ratio: float | None = None):
+        self.rows.append((figure, measured, target or "-",
+                          "-" if ratio is None else f"{ratio:.2f}"))
+
+    def missing(self, figure: str, why: str = "did not run (see its output above)") -> None:
+        self.rows.append((figure, why, "-", "-"))
+
+    def print(self) -> None:
+        head = ("figure", "measured", "target", "ratio to target")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for row in self.rows:
+            print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
+    parser.add_argument("--verbose", action="store_true", help="print each script's output")
+    options = parser.parse_args()
+    print(machine(), flush=True)
+    started = time.perf_counter()
+    results = {}
+    for name in RUNS:
+        results[name] = run_script(name, options.quick, options.verbose)
+    startup = help_startup(3 if options.quick else 10)
+
+    table = Table()
+    r = results["probe_overhead"]
+    if r:
+        ratio = r["ratios"]["DDP defaults: probe/builtin"]
+        table.add(f"step probe cost per step (DDP d2, {r['step_ms']:.0f} ms steps, paired)",
+                  f"{ratio:.4f}x the step without it ({(ratio - 1):+.2%})", "< 1%",
+                  (ratio - 1) / 0.01)
+        table.add("step probe's own bookkeeping per step", f"{r['bookkeeping_us']:.0f} µs "
+                  f"= {r['bookkeeping_us'] / 1000 / r['step_ms']:.2%} of a step", "< 1%",
+                  r["bookkeeping_us"] / 1000 / r["step_ms"] / 0.01)
+    else:
+        table.missing("step probe cost per step")
+    r = results["probe_cost"]
+    if r:
+        sample = r["host + network"]
+        table.add("one system-probe sample (host + network, 10-process tree)",
+                  f"{sample['median_us']:.0f} µs", "< 2 ms",
+                  sample["median_us"] / sample["budget_us"])
+    else:
+        table.missing("one system-probe sample")
+    r = results["ingest"]
+    if r:
+        table.add(f"records/s one monitor ingests from files ({r['files']['records']:,}, "
+                  f"{r['files']['records'] - r['files']['folded']} lost)",
+                  f"{r['files']['rate']:,.0f}/s", "> 50,000/s", r["files"]["rate"] / 50_000)
+        table.add(f"records/s one monitor ingests from its socket, flat out "
+                  f"({r['flat']['sent']:,} sent, {r['flat']['lost']} lost)",
+                  f"{r['flat']['rate']:,.0f}/s", "> 50,000/s", r["flat"]["rate"] / 50_000)
+        table.add("highest paced datagram rate with none dropped (non-blocking sends, "
+                  "as the probe)", f"{r['paced_max']:,}/s" if r["paced_max"] else
+                  "under 10,000/s")
+    else:
+        table.missing("records/s one monitor ingests")
+    r = results["tui_cost"]
+    if r:
+        table.add(f"monitor CPU, the screen watching a two-rank run ({r['steps_per_s']:.0f} "
+                  f"steps/s, {r['seconds']:.0f} s)", f"{r['cpu_share']:.1%} of one core", "< 3%",
+                  r["cpu_share"] / 0.03)
+        table.add("step end to screen, 95th percentile (same run)",
+                  f"{r['p95_s'] * 1000:.0f} ms", "< 250 ms", r["p95_s"] / 0.25)
+    else:
+        table.missing("monitor CPU share (needs tmux)")
+    r = results["monitor_memory"]
+    if r:
+        steps = f"{r['records']:,} steps ({r['ranks']} ranks)"
+        table.add(f"monitor memory after {steps}: scalemon replay", f"{r['replay_mb']:.0f} MB RSS",
+                  "< 150 MB", r["replay_mb"] / 150)
+        table.add(f"monitor memory after {steps}: live collector (attach, screen)",
+                  f"{r['live_mb']:.0f} MB RSS", "< 150 MB", r["live_mb"] / 150)
+        table.add(f"folding {steps} (scalemon replay)", f"{r['replay_s']:.1f} s, "
+                  f"{r['records'] / r['replay_s']:,.0f} records/s")
+    else:
+        table.missing("monitor memory")
+    r = results["frozen_monitor"]
+    if r:
+        table.add(f"rank 0 step time, monitor frozen {r['freeze_s']:.0f} s vs running "
+                  f"({r['frozen_ms']:.0f} vs {r['running_ms']:.0f} ms)", f"{r['ratio']:.3f}x",
+                  "within 5%", abs(r["ratio"] - 1) / 0.05)
+        missing = sum(r["missing"].values())
+        table.add(f"steps missing from the rank files after the freeze "
+                  f"({r['drops']} datagrams dropped)", f"{missing} of "
+                  f"{sum(r['steps'].values()):,}", "0")
+    else:
+        table.missing("frozen-monitor step time")
+    table.add("scalemon --help start-up, median", f"{startup * 1000:.0f} ms")
+    for name, label in (("attach_first_screen", "attach first status line"),
+                        ("attach_long", "attach first status line")):
+        r = results[name]
+        if r:
+            table.add(f"{label}, {r['steps']:,} steps x 2 ranks of history",
+                      f"{r['run_s']:.2f} s", "< 1.5 s", r["run_s"] / 1.5)
+            if "log_s" in r:
+                table.add(f"attach a plain process's log, {r['steps']:,} steps",
+                          f"{r['log_s']:.2f} s", "< 1.5 s", r["log_s"] / 1.5)
+        else:
+            table.missing(label)
+    print(f"\nbench/suite.py{' --quick' if options.quick else ''}: "
+          f"{time.perf_counter() - started:.0f} s")
+    table.print()
+
+
+if __name__ == "__main__":
+    main()
