@@ -8,7 +8,8 @@ parent), and the pids recorded in live run dirs (config.json's supervisor and
 launcher, the monitors' socket names, the ranks' start records). A process
 that belongs to no run is watched as a plain training process: its process
 tree for the system view, and its stdout (when that is a regular file) or
-`--log FILE` for the steps.
+`--log FILE` for the steps. Without --log, it must look like training (Python,
+or torch's launcher environment): `scalemon attach` on a shell's pid is an error.
 
 `stacks(pids)` dumps each rank's Python stack through py-spy, or says exactly
 why it cannot.
@@ -119,7 +120,10 @@ def _lineage(proc: psutil.Process) -> list[psutil.Process]:
 
 
 def _children(proc: psutil.Process) -> list[psutil.Process]:
-    """Direct children only: a `scalemon run` monitor's child is the supervisor."""
+    """Direct children only: a `scalemon run` monitor's child is the supervisor. None for
+    pid 1: it adopts every orphan (a supervisor whose monitor left) without being a monitor."""
+    if proc.pid == 1:
+        return []
     try:
         return proc.children()
     except psutil.Error:
@@ -273,6 +277,27 @@ def output_file(pid: int) -> tuple[Path | None, str | None]:
     return None, f"process {pid} {where}; give its log with --log FILE to see its steps"
 
 
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return "?"
+
+
+def _is_python(proc: psutil.Process) -> bool:
+    """A Python interpreter (torch names its main thread, and so the process, pt_main_thread)."""
+    names = [_name(proc), *_cmdline(proc)[:1]]
+    return any("python" in Path(name).name.lower() or name == "pt_main_thread" for name in names)
+
+
+def _may_train(proc: psutil.Process, env: dict[str, str]) -> bool:
+    """A plain process that could be training: torch's launcher environment, or Python in it or
+    just under it (a shell or `uv run` wrapper)."""
+    if "WORLD_SIZE" in env or "RANK" in env:
+        return True
+    return any(_is_python(member) for member in [proc, *_children(proc)])
+
+
 def _tree_root(proc: psutil.Process) -> int:
     """The launcher above a rank (torchrun), so the system view sees every rank; else itself."""
     try:
@@ -298,13 +323,17 @@ def target_for_pid(pid: int, log: Path | None = None) -> Target:
         raise AttachError(f"process {pid} belongs to user {owner}: scalemon cannot read its "
                           "environment or output; attach as that user (or root), or give its "
                           "log with --log FILE")
+    env = _environ(proc)
+    name = " ".join(_cmdline(proc))[:80] or _name(proc)
+    if log is None and not _may_train(proc, env):
+        raise AttachError(f"process {pid} ({name}) does not look like a training run: not part "
+                          "of a scalemon run, not Python, no torch launcher environment; give "
+                          "its log with --log FILE to watch it anyway")
     note = None
     if log is None:
         log, note = output_file(pid)
-    env = _environ(proc)
     world = env.get("WORLD_SIZE", "")
-    return Target(pid=pid, name=" ".join(_cmdline(proc))[:80] or proc.name(), log=log,
-                  log_note=note, root=_tree_root(proc),
+    return Target(pid=pid, name=name, log=log, log_note=note, root=_tree_root(proc),
                   world=int(world) if world.isdigit() and int(world) > 0 else None,
                   master_addr=env.get("MASTER_ADDR"))
 

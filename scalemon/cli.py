@@ -7,6 +7,7 @@ fast: torch and textual load only when a command uses them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -19,6 +20,16 @@ class UserError(click.ClickException):
     """Bad input from the person at the keyboard: one line, exit code 2."""
 
     exit_code = 2
+
+
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click's own lets them through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,7 +49,7 @@ def cli() -> None:
 @click.option("--tokens-per-step", type=click.IntRange(min=1), default=65_536,
               show_default=True, help="Tokens per optimizer step (all ranks, all micro-steps).")
 @click.option("--steps", type=click.IntRange(min=1), help="Step horizon.")
-@click.option("--tokens-per-param", type=click.FloatRange(min=0, min_open=True),
+@click.option("--tokens-per-param", type=FiniteFloat(min=0, min_open=True),
               help="Horizon as tokens per parameter (Chinchilla: 20); the default.")
 @click.option("--ref-tok-s", metavar="TOK_S@DEPTH",
               help="A throughput you measured, e.g. 115@4: scaled to each depth by FLOPs.")
@@ -46,18 +57,18 @@ def cli() -> None:
               help="Machines in the measured setup, joined by --link.")
 @click.option("--link", default="1gbit", show_default=True,
               help="Link between nodes: 1gbit, 2.5gbe, 10gbit, 125MB/s ...")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.1, show_default=True,
+@click.option("--latency-ms", type=FiniteFloat(min=0), default=0.1, show_default=True,
               help="Per-hop link latency.")
 @click.option("--device", "devices", multiple=True, metavar="NAME",
               help="GPU preset for a what-if setup (h100 h200 a100 mi300x rtx4090 rtx4070); "
                    "repeat for several.")
-@click.option("--mfu", type=click.FloatRange(min=0, max=1, min_open=True), default=0.4,
+@click.option("--mfu", type=FiniteFloat(min=0, max=1, min_open=True), default=0.4,
               show_default=True, help="Assumed model FLOPs utilisation on --device.")
 @click.option("--dtype", type=click.Choice(["bf16", "fp32"]), default="bf16", show_default=True,
               help="Which peak of --device to use.")
 @click.option("--grad-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32",
               show_default=True, help="Gradient precision on the wire.")
-@click.option("--price", type=click.FloatRange(min=0), help="Price per GPU-hour for --device.")
+@click.option("--price", type=FiniteFloat(min=0), help="Price per GPU-hour for --device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the same data as JSON.")
 def plan(more_depths, depths, vocab, seq_len, tokens_per_step, steps, tokens_per_param,
          ref_tok_s, nodes, link, latency_ms, devices, mfu, dtype, grad_dtype, price,
@@ -119,7 +130,7 @@ RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume", "price"}
 @click.option("--link", help="Link between the nodes, for the sync model: 1gbit, 2.5gbe, "
               "100mbit ... [default: the NIC speed, when the kernel knows it].")
 @click.option("--steps", type=click.IntRange(min=1), help="Step horizon.")
-@click.option("--tokens-per-param", type=click.FloatRange(min=0, min_open=True),
+@click.option("--tokens-per-param", type=FiniteFloat(min=0, min_open=True),
               help="Horizon as tokens per parameter [default: 20, Chinchilla].")
 @click.option("--tokens-per-step", type=click.IntRange(min=1),
               help="Tokens per optimizer step = device batch x seq x world x accumulation.")
@@ -127,7 +138,7 @@ RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume", "price"}
               help="[default: 512 on CPU, 2048 on CUDA]")
 @click.option("--device-batch", type=click.IntRange(min=1),
               help="Sequences per rank per micro-step [default: 1 on CPU, 32 on CUDA].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=3e-3,
               show_default=True)
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True,
@@ -140,9 +151,9 @@ RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume", "price"}
 @click.option("--run-dir", type=click.Path(), help="Put the run dir here instead.")
 @click.option("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
 @click.option("--no-tui", is_flag=True, help="Print status lines instead of the screen.")
-@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+@click.option("--interval", type=FiniteFloat(min=0.5), default=5.0, show_default=True,
               help="Seconds between headless status lines.")
-@click.option("--price", type=click.FloatRange(min=0),
+@click.option("--price", type=FiniteFloat(min=0),
               help="Price per GPU-hour for the screen's what-if rows.")
 @click.pass_context
 def run(ctx, script, resume, no_tui, interval, price, **options) -> int:
@@ -166,7 +177,7 @@ def run(ctx, script, resume, no_tui, interval, price, **options) -> int:
         if resume:
             given = {name for name in ctx.params
                      if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-            extra = sorted(given - RUN_OPTIONS_FOR_RESUME)
+            extra = sorted(given - RUN_OPTIONS_FOR_RESUME - {"script"})
             if extra or script:
                 what = f"--{extra[0].replace('_', '-')}" if extra else "a script"
                 raise UserError(f"--resume continues a run with its own config; only --steps "
@@ -182,12 +193,22 @@ def run(ctx, script, resume, no_tui, interval, price, **options) -> int:
 
 
 def _prepare_resume(run_dir, steps):
-    from scalemon.rundir import describe
+    """Check the run can go on (nothing is changed until it can), then set it up to."""
+    from pathlib import Path
+
+    from scalemon.rundir import describe, relaunch_problem
 
     listing = describe(run_dir)
     if listing.state in ("running", "starting"):
         raise UserError(f"run {run_dir.name} is still running")
     config = run_dir.read_config()
+    problem = relaunch_problem(config)
+    if problem:
+        raise UserError(f"cannot resume {run_dir.name}: {run_dir.config_path} is not a "
+                        f"launchable config ({problem})")
+    data = config["train"].get("data")
+    if data and not Path(data).exists():
+        raise UserError(f"cannot resume {run_dir.name}: its --data {data} is gone")
     if steps:
         config["train"]["steps"] = steps
     run_dir.write_config(config)
@@ -203,7 +224,7 @@ def _watch_launched(run_dir, interval: float, screen=None, price: float | None =
 
     from scalemon import headless, launch
     from scalemon.collector import Collector
-    from scalemon.rundir import tail_lines
+    from scalemon.launcherlog import rank_error_lines, read_tail
 
     supervisor = launch.start_supervisor(run_dir)
     click.echo(f"run {run_dir.name} in {run_dir.path}")
@@ -250,7 +271,7 @@ def _watch_launched(run_dir, interval: float, screen=None, price: float | None =
         except subprocess.TimeoutExpired:
             click.echo("the launcher has not exited 120 s after the ranks ended", err=True)
             return 1
-        collector.read_files()
+        collector.catch_up()
         status = run_dir.read_status()
         final = collector.state.state()
     code = status.get("exit_code") if status else supervisor.returncode
@@ -258,7 +279,7 @@ def _watch_launched(run_dir, interval: float, screen=None, price: float | None =
     if final == "failed" or code != 0:
         click.echo(f"run {run_dir.name} failed with exit code {code}; last lines of stderr:",
                    err=True)
-        for line in tail_lines(run_dir.logs_dir / "stderr.log", 8):
+        for line in rank_error_lines(read_tail(run_dir.logs_dir / "stderr.log"), 8):
             click.echo(f"  {line}", err=True)
     else:
         click.echo(f"run {run_dir.name} {final}: resume or extend it with "
@@ -280,7 +301,7 @@ def list_runs_command(as_json: bool) -> None:
         try:
             listings.append(describe(run_dir))
         except RunDirError as error:
-            click.echo(f"skipping {run_dir.path}: {error}", err=True)
+            click.echo(f"scalemon: warning: {error} (skipped)", err=True)
     if as_json:
         click.echo(json.dumps([
             {"name": item.run.name, "path": str(item.run.path), "state": item.state,
@@ -342,11 +363,11 @@ def _log_file(path_text: str):
               help="Read steps from this log (with a pid whose output is not a file, or alone).")
 @log_options
 @click.option("--no-tui", is_flag=True, help="Print status lines instead of the screen.")
-@click.option("--interval", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+@click.option("--interval", type=FiniteFloat(min=0.5), default=5.0, show_default=True,
               help="Seconds between headless status lines.")
 @click.option("--stacks", "show_stacks", is_flag=True,
               help="Print every rank's current Python stack (py-spy) and exit.")
-@click.option("--price", type=click.FloatRange(min=0),
+@click.option("--price", type=FiniteFloat(min=0),
               help="Price per GPU-hour for the screen's what-if rows.")
 def attach(pid, run_name, log_path, steps, vocab, no_tui, interval, show_stacks, price) -> int:
     """Watch a run that is already going: history from its start, then live.
@@ -435,6 +456,9 @@ def _attach_header(target, collector) -> list[str]:
     done = f"{len(state.loss_steps):,} steps so far"
     if state.loss_steps:
         done += f", steps {state.loss_steps[0]}-{state.loss_steps[-1]}"
+    if collector.history_pending:
+        done = (f"the last {len(state.loss_steps):,} steps now (to step {state.step}), the "
+                "earlier ones folding in behind")
     if target.run is not None:
         role = f"; pid {target.pid} is {target.role}" if target.pid else ""
         return [f"attached to run {target.run.name} in {target.run.path}{role}",
@@ -581,10 +605,16 @@ def _replay_log(log, steps, vocab, as_json: bool) -> None:
                        f"e.g. {parser.last_unreadable!r})")
 
 
+NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors with exit code 2 for bad input, never a traceback."""
     try:
         code = cli.main(args=argv, prog_name="scalemon", standalone_mode=False)
+    except NO_COMMAND as error:  # `scalemon` alone: the help, as with --help
+        click.echo(error.ctx.get_help())
+        sys.exit(0)
     except click.ClickException as error:
         click.echo(f"scalemon: error: {error.format_message()}", err=True)
         sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
