@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import statistics
 import threading
 import time
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scalemon.activity import ActivityWriter, activity_path
 from scalemon.records import (
     END_REASONS,
     CheckpointRecord,
@@ -39,6 +41,7 @@ from scalemon.records import (
 )
 
 BACKLOG_RECORDS = 10_000
+MAX_SOCKET_ADDRESS = 108  # bytes in sockaddr_un.sun_path on Linux, the final NUL included
 MONITOR_RESCAN_S = 2.0
 
 
@@ -69,7 +72,8 @@ class StepProbe:
         # perf_counter for durations (monotonic, fine-grained); this offset turns its
         # readings into unix time for the fields that other ranks' clocks are compared with.
         self._wall_offset = time.time() - time.perf_counter()
-        self._buckets = _BucketTimer()
+        self._activity = ActivityWriter(activity_path(run_dir, rank))
+        self._buckets = _BucketTimer(self._activity)
         self._file = _RecordFile(run_dir / "ranks" / f"rank-{rank}.jsonl", backlog)
         self._monitors = _MonitorSender(run_dir / "monitors")
         start = StartRecord(
@@ -143,12 +147,20 @@ class StepProbe:
             return _NULL_STEP
         return _Step(self, step, tokens, lr)
 
-    def checkpoint(self, step: int, path: str | os.PathLike[str], seconds: float) -> None:
+    def collective(self, name: str) -> _Collective | _NullContext:
+        """Mark a collective of the loop's own (a stop vote, a metric all-reduce) as a wait,
+        so a rank stuck in it shows as waiting for its peers, like one stuck in gradient sync."""
+        if not self.active:
+            return _NULL_PHASE
+        return _Collective(self, name)
+
+    def checkpoint(self, step: int, path: str | os.PathLike[str], seconds: float,
+                   error: str | None = None) -> None:
+        """A checkpoint written, or with `error`, one that could not be (training goes on)."""
         if self.active:
             self._emit(
-                lambda: CheckpointRecord(
-                    rank=self.rank, t=time.time(), step=step, path=str(path), seconds=seconds
-                )
+                lambda: CheckpointRecord(rank=self.rank, t=time.time(), step=step,
+                                         path=str(path), seconds=seconds, error=error)
             )
 
     def close(self, reason: str = "finished", message: str | None = None) -> None:
@@ -169,6 +181,7 @@ class StepProbe:
         self.active = False
         self._file.close()
         self._monitors.close()
+        self._activity.close(-1 if self._last_step is None else self._last_step, time.time())
         # DDP keeps the hook state alive until interpreter exit; a process group still
         # referenced from it then is torn down too late and gloo aborts (SIGABRT).
         self._buckets.process_group = None
@@ -263,6 +276,7 @@ class _Step:
 
     def __enter__(self) -> _Step:
         self.probe._buckets.reset()
+        self.probe._activity.phase(self.step, "step", time.time())
         self._t0 = time.perf_counter()
         return self
 
@@ -272,6 +286,7 @@ class _Step:
         if self.probe._synchronize is not None:
             self.probe._synchronize()
         self.probe._emit_step(self, time.perf_counter() - self._t0)
+        self.probe._activity.phase(self.step, "between steps", time.time())
 
 
 class _Phase:
@@ -284,8 +299,10 @@ class _Phase:
         self._backward = name == "backward"
 
     def __enter__(self) -> _Phase:
+        probe = self._step.probe
         if self._backward or self._synced:
-            self._step.probe._buckets.reset()  # buckets from here on belong to this backward
+            probe._buckets.reset()  # buckets from here on belong to this backward
+        probe._activity.phase(self._step.step, self._name, time.time())
         self._t0 = time.perf_counter()
         return self
 
@@ -294,6 +311,7 @@ class _Phase:
             return
         s = self._step
         probe = s.probe
+        probe._activity.phase(s.step, "step", time.time())
         if probe._synchronize is not None:
             probe._synchronize()
         end = time.perf_counter()
@@ -309,6 +327,24 @@ class _Phase:
             if self._synced or sync is not None:
                 s.synced_backward = seconds
                 s.sync = sync
+
+
+class _Collective:
+    __slots__ = ("_probe", "_name")
+
+    def __init__(self, probe: StepProbe, name: str) -> None:
+        self._probe = probe
+        self._name = name
+
+    def __enter__(self) -> _Collective:
+        now = time.time()
+        step = -1 if self._probe._last_step is None else self._probe._last_step
+        self._probe._activity.phase(step, self._name, now)
+        self._probe._buckets.begin_wait(now)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._probe._buckets.end_wait()
 
 
 class _NullContext:
@@ -336,18 +372,33 @@ class _BucketTimer:
     """Comm hook state: [ready, done, bytes] per gradient bucket of the current backward.
 
     The hook runs on the autograd thread when a bucket is ready; the completion callback
-    runs on the backend's thread, hence the lock.
+    runs on the backend's thread, hence the lock. It also keeps the activity file's
+    "waiting since": the start of the oldest collective not finished yet.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, activity: ActivityWriter) -> None:
         self.allreduce: Callable[..., Any] | None = None
         self.process_group: Any = None
+        self._activity = activity
         self._lock = threading.Lock()
         self._buckets: list[list[float]] = []
+        self._pending = 0  # collectives launched and not finished, across resets
 
     def reset(self) -> None:
         with self._lock:
             self._buckets = []
+
+    def begin_wait(self, now: float) -> None:
+        with self._lock:
+            self._pending += 1
+            if self._pending == 1:
+                self._activity.waiting(now)
+
+    def end_wait(self) -> None:
+        with self._lock:
+            self._pending = max(0, self._pending - 1)
+            if self._pending == 0:
+                self._activity.waiting(None)
 
     # No annotations: DDP's register_comm_hook rejects any but GradBucket -> Future[Tensor],
     # and postponed (string) annotations would not compare equal to those.
@@ -356,12 +407,14 @@ class _BucketTimer:
         entry = [ready, -1.0, float(bucket.buffer().nbytes)]
         with self._lock:
             self._buckets.append(entry)
+        self.begin_wait(time.time())
         fut = self.allreduce(self.process_group, bucket)
 
         def done(f: Any) -> Any:
             finished = time.perf_counter()
             with self._lock:
                 entry[1] = finished
+            self.end_wait()
             return f.value()  # the averaged bucket, as the default hook's future returns
 
         return fut.then(done)
@@ -425,7 +478,7 @@ class _RecordFile:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, 0o644)
+                self._fd = os.open(self.path, flags, 0o600)
             while self._backlog:
                 head = self._backlog[0]
                 n = os.write(self._fd, head)
@@ -457,6 +510,7 @@ class _MonitorSender:
         self._stale: set[tuple[str, tuple[int, int]]] = set()
         self._identity: dict[str, tuple[int, int]] = {}
         self._next_scan = 0.0
+        self._dir_fd: int | None = None  # for socket paths too long for an address
 
     def send(self, data: bytes) -> None:
         now = time.monotonic()
@@ -478,8 +532,10 @@ class _MonitorSender:
         try:
             for entry in os.scandir(self.directory):
                 if entry.name.endswith(".sock"):
-                    st = entry.stat()
-                    live[entry.path] = (st.st_ino, st.st_ctime_ns)
+                    st = entry.stat(follow_symlinks=False)
+                    # This user's own entries only: never a symlink to someone else's socket.
+                    if not stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid():
+                        live[self._address(entry)] = (st.st_ino, st.st_ctime_ns)
         except OSError:
             pass  # no monitors dir (yet), or it vanished mid-scan: try again next time
         self._stale &= set(live.items())  # a replaced or removed socket is stale no more
@@ -492,8 +548,20 @@ class _MonitorSender:
             except OSError:
                 self._targets = []
 
+    def _address(self, entry: os.DirEntry) -> str:
+        """The socket's path, or for one longer than an address holds (108 bytes), the same
+        socket through this process's open descriptor of the directory (Linux)."""
+        if len(os.fsencode(entry.path)) < MAX_SOCKET_ADDRESS:
+            return entry.path
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._dir_fd}/{entry.name}"
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
         self._targets = []

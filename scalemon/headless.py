@@ -180,8 +180,31 @@ def report(state: RunState) -> str:
                 f"{format_duration(eta.high_s)})" if eta.remaining_steps else "horizon reached")
         lines.append(f"{format_count(eta.tok_s)} tok/s, {format_duration(eta.step_s)}/step; "
                      + when)
+    recorded = records_text(state)
+    if recorded:
+        lines.append(recorded)
     lines += [event_line(e) for e in list(state.events)[-10:]]
     return "\n".join(lines)
+
+
+def records_text(state: RunState) -> str | None:
+    """'records: ranks 0-1 steps 0-199, none missing': which step records the run dir holds."""
+    if not state.ranks or state.source == "log":
+        return None
+    groups: dict[str, list[int]] = {}
+    for rank, info in sorted(state.ranks.items()):
+        spans = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in info.steps) or "none"
+        missing = info.missing()
+        text = f"steps {spans}" + (f" ({missing:,} missing)" if missing else "")
+        groups.setdefault(text, []).append(rank)
+    parts = []
+    for text, ranks in groups.items():
+        who = f"ranks {ranks[0]}-{ranks[-1]}" if len(ranks) > 1 and \
+            ranks[-1] - ranks[0] == len(ranks) - 1 else \
+            "rank" + ("s " if len(ranks) > 1 else " ") + ", ".join(map(str, ranks))
+        parts.append(f"{who} {text}")
+    total = sum(info.missing() for info in state.ranks.values())
+    return "records: " + "; ".join(parts) + ("" if total else ", none missing")
 
 
 def new_events(state: RunState, seen: int) -> list[Event]:
@@ -197,11 +220,11 @@ def follow(collector, out: Callable[[str], None], interval: float = 5.0,
     A line every `interval` seconds while steps advance, at least every
     6 intervals while they do not, and one at the end; events as they happen.
     """
-    state = collector.state
     seen_events = 0
     last_line, last_step = -math.inf, None
     while True:
         collector.poll(0.25)
+        state = collector.state  # a long history's full state takes over once it is read
         for event in new_events(state, seen_events):
             out(event_line(event))
         seen_events = state.event_count
@@ -214,5 +237,10 @@ def follow(collector, out: Callable[[str], None], interval: float = 5.0,
                 system = system_text(collector.last_system, collector.net_bytes_per_step())
             out(status_line(state, system=system))
             last_line, last_step = time.monotonic(), state.step
+        if done:
+            collector.catch_up()
+            recorded = records_text(collector.state)
+            if recorded:
+                out(recorded)
         if done or stop():
             return current

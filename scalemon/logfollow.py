@@ -160,6 +160,8 @@ class LogCollector:
     overrides the log's `/N` horizon; `vocab` gives the ln(vocab) baseline.
     """
 
+    history_pending = False  # a log is folded whole before the first screen
+
     def __init__(self, log: Path | None, *, pid: int | None = None, root: int | None = None,
                  name: str | None = None, steps: int | None = None, vocab: int | None = None,
                  world: int | None = None, system: bool = True,
@@ -209,6 +211,10 @@ class LogCollector:
             self.state.horizon = self.steps
         end_t = min(self.tail.mtime or now, now)
         return self._fold([self.parser.feed(line) for line in lines], end_t)
+
+    def catch_up(self) -> None:
+        """Fold everything written so far (the run has ended)."""
+        self.read_log()
 
     def _fold(self, parsed: list, end_t: float) -> int:
         steps = [p for p in parsed if isinstance(p, StepLine)]

@@ -367,7 +367,7 @@ class RelayServer:
         fd = self._files.get(rank)
         if fd is None:
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-            fd = self._files[rank] = os.open(self.run.rank_file(rank), flags, 0o644)
+            fd = self._files[rank] = os.open(self.run.rank_file(rank), flags, 0o600)
         _write_all(fd, data)
 
     def _drop(self, peer: _Peer, why: str) -> None:

@@ -8,11 +8,12 @@ and socket) or late; `apply` drops duplicates and tolerates any order.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from array import array
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from scalemon import scaling
 from scalemon.records import CheckpointRecord, EndRecord, Record, StartRecord, StepRecord
@@ -21,6 +22,7 @@ from scalemon.units import format_count, format_duration
 WARMUP_STEPS = 3  # after a (re)start: allocator, caches and the first allreduce are slow
 RECENT = 50  # steps in the rolling window for medians
 STALE_AFTER_S = 30.0  # a rank silent this long (or 10 median steps) has stopped reporting
+STUCK_AFTER_S = 5.0  # waiting this long in a collective (or 5 median steps) is stuck
 SYNC_TARGET = 0.10
 SYNC_BOUND = 0.3  # sync share above which gradient sync, not compute, sets the pace
 LAG_GRACE_S = 5.0  # relayed records this late are in transit, not behind
@@ -42,6 +44,17 @@ class RankInfo:
     lost: int = 0
     stale: bool = False
     node: int = 0  # node_rank of its machine: torchrun numbers ranks node by node
+    started: float | None = None  # wall time of its start record
+    gone: bool = False  # its process vanished without an end record (killed, crashed hard)
+    frozen: bool = False  # its process is stopped (SIGSTOP, Ctrl-Z, a debugger)
+    losing: bool = False  # its records cannot be written to the run dir right now
+    activity: object = None  # scalemon.activity.Activity: where it is now, when readable
+    stuck: bool = False  # waiting in a collective for far longer than a step
+    steps: list = field(default_factory=list)  # [first, last] ranges of steps recorded
+
+    def missing(self) -> int:
+        """Steps inside the recorded range with no record (lost or never written)."""
+        return sum(b[0] - a[1] - 1 for a, b in zip(self.steps, self.steps[1:], strict=False))
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,21 @@ class NodeLag:
     relay_down_s: float | None  # how long the relay to that node has been down
 
 
+def _add_step(ranges: list, step: int) -> None:
+    """Add a step to sorted, disjoint [first, last] ranges (in order, this only extends)."""
+    if ranges and ranges[-1][0] <= step <= ranges[-1][1] + 1:
+        ranges[-1][1] = max(ranges[-1][1], step)
+        return
+    i = bisect.bisect_right(ranges, [step, math.inf])  # first range starting after step
+    if i and ranges[i - 1][1] >= step - 1:
+        ranges[i - 1][1] = max(ranges[i - 1][1], step)
+        i -= 1
+    else:
+        ranges.insert(i, [step, step])
+    while i + 1 < len(ranges) and ranges[i + 1][0] <= ranges[i][1] + 1:
+        ranges[i][1] = max(ranges[i][1], ranges.pop(i + 1)[1])
+
+
 def _median(values) -> float:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.median(values) if values else math.nan
@@ -141,6 +169,14 @@ def _quantile(values: list[float], q: float) -> float:
     index = q * (len(values) - 1)
     low, high = math.floor(index), math.ceil(index)
     return values[low] + (values[high] - values[low]) * (index - low)
+
+
+def _any_in(steps: set[int], low: int, high: int) -> bool:
+    """Whether a step in [low, high) is in the set, in the fewer of the two lookups (a
+    hostile record's step may be 2**62 steps past the last)."""
+    if high - low <= len(steps):
+        return any(step in steps for step in range(low, high))
+    return any(low <= step < high for step in steps)
 
 
 class RunState:
@@ -181,7 +217,6 @@ class RunState:
         self._last_nan_warning = -math.inf
         self._last_high_warning = -math.inf
         self._last_sync_warning = -math.inf
-        self._lost_reported: dict[int, int] = {}
 
     # --- folding ---------------------------------------------------------------------
 
@@ -191,15 +226,19 @@ class RunState:
             self.duplicates += 1
             return False
         self.records += 1
-        info = self.ranks.setdefault(record.rank,
-                                     RankInfo(record.rank, node=self.node_of(record.rank)))
+        info = self.ranks.get(record.rank)
+        if info is None:  # not setdefault: a RankInfo per record is a fifth of apply's time
+            info = self.ranks[record.rank] = RankInfo(record.rank, node=self.node_of(record.rank))
         info.stale = False
         if isinstance(record, StepRecord):
             self._apply_step(info, record)
         elif isinstance(record, StartRecord):
             self._apply_start(info, record)
         elif isinstance(record, CheckpointRecord):
-            self.checkpoint_steps.add(record.step)
+            self.checkpoint_steps.add(record.step)  # its time is not a step's, written or not
+            if record.error is not None:
+                self._event(record.t, "error", record.error)
+                return True
             if self.last_checkpoint is None or record.t >= self.last_checkpoint.t:
                 self.last_checkpoint = record
             self._event(record.t, "info", f"checkpoint at step {record.step} "
@@ -225,7 +264,8 @@ class RunState:
         return False
 
     def _apply_start(self, info: RankInfo, record: StartRecord) -> None:
-        info.pid, info.host = record.pid, record.host
+        info.pid, info.host, info.started = record.pid, record.host, record.t
+        info.gone = False
         info.start_step = int(record.meta.get("start_step") or 0)
         info.ended = None
         self.meta.update(record.meta)
@@ -239,14 +279,12 @@ class RunState:
             self._event(record.t, "info", f"rank 0 {verb} {info.start_step} on {record.host}")
 
     def _apply_step(self, info: RankInfo, record: StepRecord) -> None:
+        newest = record.step > info.last_step
         if record.step >= info.last_step:
             info.last_step, info.last_t = record.step, record.t
+        _add_step(info.steps, record.step)
         info.drops = max(info.drops, record.drops)
-        if record.lost > self._lost_reported.get(record.rank, 0):
-            self._lost_reported[record.rank] = record.lost
-            self._event(record.t, "warn", f"rank {record.rank} could not write "
-                                          f"{record.lost} records to the run dir (disk full?)")
-        info.lost = record.lost
+        self._check_recording(info, record, newest)
         recent = self.recent.setdefault(record.rank, deque(maxlen=RECENT))
         recent.append(record)
         if record.sync is not None:
@@ -262,6 +300,19 @@ class RunState:
             self.step_times.append((record.step, record.t, record.tokens))
             self._check_loss(record)
             self._check_sync_jump(record)
+
+    def _check_recording(self, info: RankInfo, record: StepRecord, newest: bool) -> None:
+        """`lost` counts the records a rank could not write when made (held back, written
+        later): it grows while the run dir's disk refuses and stops growing once one went in."""
+        if record.lost > info.lost:
+            if not info.losing:
+                self._event(record.t, "warn", f"rank {record.rank} cannot write records to "
+                                              "the run dir (disk full?); it holds them back")
+            info.lost, info.losing = record.lost, True
+        elif info.losing and newest and record.lost == info.lost:
+            info.losing = False
+            self._event(record.t, "info", f"rank {record.rank} records reach the run dir "
+                                          f"again ({info.lost} were held back)")
 
     def _append_loss(self, record: StepRecord) -> None:
         # A resume re-does the steps after the last checkpoint: they replace the old ones.
@@ -309,15 +360,90 @@ class RunState:
                     f"trainer exited with code {code} ({status.get('reason', '')})")
 
     def tick(self, now: float) -> None:
-        """Mark ranks that stopped reporting (the only time-driven part of the state)."""
+        """Mark ranks that stopped reporting or are stuck waiting (the time-driven part)."""
         self.now = now
-        limit = max(STALE_AFTER_S, 10 * (self.step_seconds() or 0))
+        step_s = self.step_seconds() or 0
+        limit = max(STALE_AFTER_S, 10 * step_s)
         for info in self.ranks.values():
             silent = info.last_t is not None and info.ended is None and now - info.last_t > limit
             if silent and not info.stale and self.status is None:
                 self._event(now, "warn", f"rank {info.rank} has not reported a step for "
                                          f"{now - info.last_t:.0f} s (last step {info.last_step})")
             info.stale = silent
+        for info in self.ranks.values():
+            waited = self._waiting_s(info, now)
+            stuck = waited is not None and waited > max(STUCK_AFTER_S, 5 * step_s)
+            if stuck and not info.stuck and self.status is None:
+                self._event(now, "warn", f"rank {info.rank} has waited {waited:.0f} s in "
+                                         f"{_sync_name(info.activity)} at step "
+                                         f"{info.activity.step}{self._waited_for(info, now)}")
+            info.stuck = stuck
+
+    def _waiting_s(self, info: RankInfo, now: float) -> float | None:
+        activity = info.activity
+        if activity is None or activity.waiting_since is None or info.ended or info.gone \
+                or info.frozen:
+            return None
+        return now - activity.waiting_since
+
+    def _waited_for(self, waiter: RankInfo, now: float) -> str:
+        """'; rank 1 is in forward (for 6 s)': the ranks it waits for, as far as seen here."""
+        parts = []
+        for info in sorted(self.ranks.values(), key=lambda i: i.rank):
+            if info is waiter or self._waiting_s(info, now) is not None:
+                continue
+            if info.gone:
+                parts.append(f"rank {info.rank} is gone")
+            elif info.frozen:
+                parts.append(f"rank {info.rank} is stopped")
+            elif info.ended:
+                parts.append(f"rank {info.rank} has ended ({info.ended})")
+            elif info.activity is not None:
+                parts.append(f"rank {info.rank} is in {info.activity.phase} "
+                             f"(for {now - info.activity.since:.0f} s)")
+        if not parts and self.nnodes > 1:
+            parts.append("a rank on another node")
+        return "; waiting for " + ", ".join(parts) if parts else ""
+
+    def observe_activity(self, rank: int, activity) -> None:
+        """Where a rank is now (scalemon.activity.Activity), read from its activity file."""
+        info = self.ranks.get(rank)
+        if info is not None and activity is not None:
+            info.activity = activity
+
+    def observe_process(self, rank: int, status: str | None, now: float) -> None:
+        """A rank's process status as psutil names it ("running", "stopped" ...); None: gone."""
+        info = self.ranks.get(rank)
+        if info is None or info.ended or info.gone:
+            return
+        if status is None:
+            self.rank_gone(rank, now)
+            return
+        frozen = status in ("stopped", "tracing-stop")
+        if frozen != info.frozen:
+            self._event(now, "warn" if frozen else "info",
+                        f"rank {rank} (pid {info.pid}) is stopped (SIGSTOP, Ctrl-Z or a "
+                        "debugger); its peers wait for it" if frozen else
+                        f"rank {rank} (pid {info.pid}) runs again")
+        info.frozen = frozen
+
+    def rank_gone(self, rank: int, now: float) -> None:
+        """A rank's process is gone without an end record: killed or crashed hard."""
+        info = self.ranks.get(rank)
+        if info is None or info.ended or info.gone:
+            return
+        info.gone = True
+        text = f"rank {rank} (pid {info.pid}) is gone without an end record (killed?)"
+        if info.activity is not None and info.activity.phase not in ("ended", ""):
+            text += f", in {info.activity.phase} of step {info.activity.step}"
+        # Its peers can finish no collective without it: those seen waiting are stuck.
+        waiting = [i.rank for i in self.ranks.values() if i is not info and not i.gone and (
+            i.stuck or i.activity is not None and i.activity.waiting_since is not None)]
+        if waiting:
+            names = ", ".join(str(r) for r in sorted(waiting))
+            text += (f"; rank{'s' if len(waiting) > 1 else ''} {names} "
+                     f"{'are' if len(waiting) > 1 else 'is'} stuck in sync waiting for it")
+        self._event(now, "error", text)
 
     def _event(self, t: float, level: str, text: str) -> None:
         self.events.append(Event(t, level, text))
@@ -420,7 +546,7 @@ class RunState:
         for (s0, t0, _), (s1, t1, tokens) in zip(times, times[1:], strict=False):
             # A log may print every k-th step: the interval is spread over the steps it covers.
             if s1 <= s0 or s0 < start + WARMUP_STEPS - 1 or \
-                    not self.checkpoint_steps.isdisjoint(range(s0, s1)):
+                    _any_in(self.checkpoint_steps, s0, s1):
                 continue
             out.append(((t1 - t0) / (s1 - s0), tokens))
         return out
@@ -470,7 +596,7 @@ class RunState:
             if code != 0:
                 return "failed"
             return "stopped" if "stopped" in ends else "finished"
-        if "error" in ends:
+        if "error" in ends or any(info.gone for info in self.ranks.values()):
             return "failed"
         if self.ranks and None not in ends:
             return "stopped" if "stopped" in ends else "finished"
@@ -478,7 +604,7 @@ class RunState:
             return "starting"
         # A remote node's silence is its relay's (shown as behind): DDP steps in lockstep,
         # so while this node's ranks step, the run is not stalled.
-        if any(info.stale and (info.node == self.node_rank or self.nnodes == 1)
+        if any(info.stuck or info.stale and (info.node == self.node_rank or self.nnodes == 1)
                for info in self.ranks.values()):
             return "stalled"
         return "training"
@@ -621,6 +747,11 @@ def advice_text(advice: SyncAdvice) -> str:
     if advice.tok_s:
         text += f", {format_count(advice.tok_s)} tok/s"
     return text
+
+
+def _sync_name(activity) -> str:
+    """'gradient sync' for DDP's allreduce, else the collective's own name (a stop vote)."""
+    return "gradient sync" if activity.phase in ("backward", "step") else activity.phase
 
 
 def _plain(value) -> dict | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,27 +21,12 @@ from pathlib import Path
 import psutil
 
 from scalemon.launch import launcher_command, launcher_env
+from scalemon.launcherlog import first_failure, read_tail
 from scalemon.relay import start_relay
 from scalemon.rundir import RunDir, RunDirError
 
 GRACE_S = 60.0  # ranks get this long to checkpoint before the launcher is told to stop
 KILL_S = 30.0  # then the launcher gets this long before everything is killed
-
-
-def _worker_exit_code(stderr_log: Path) -> int | None:
-    """The failing rank's own exit code, from the launcher's failure summary."""
-    try:
-        with open(stderr_log, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 65536))
-            tail = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", tail)
-    if not codes:
-        return None
-    code = int(codes[0])
-    return 128 - code if code < 0 else code  # killed by signal N -> 128 + N, as shells say
 
 
 class Supervisor:
@@ -104,8 +88,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 if self.stop_requested_at is not None:
                     self._escalate()
-        if code != 0:
-            code = _worker_exit_code(logs / "stderr.log") or code
+        if code != 0:  # the failing rank's own code, from the launcher's failure summary
+            failure = first_failure(read_tail(logs / "stderr.log"))
+            code = failure.exit_code if failure and failure.exit_code else code
         if relay is not None:
             relay.finish()  # the other nodes' last records, before the run is marked ended
         if self.stop_requested_at is not None:

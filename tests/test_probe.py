@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from scalemon.activity import ActivityWriter, activity_path, read_activity
 from scalemon.probes import StepProbe
 from scalemon.probes import step as step_module
 from scalemon.records import (
@@ -213,8 +214,8 @@ def test_cuda_runs_synchronize_the_device(tmp_path, monkeypatch):
 # --- sync timing ----------------------------------------------------------------------
 
 
-def test_bucket_timer_union_and_overlap():
-    timer = step_module._BucketTimer()
+def test_bucket_timer_union_and_overlap(tmp_path):
+    timer = step_module._BucketTimer(ActivityWriter(tmp_path / "rank-0.now"))
     # Three buckets: [1, 3] and [2, 4] overlap, [6, 7] ready last; backward ends at 8.
     timer._buckets = [[2.0, 4.0, 10.0], [1.0, 3.0, 20.0], [6.0, 7.0, 30.0]]
     sync = timer.summary(end=8.0, wall_offset=1000.0)
@@ -286,6 +287,68 @@ def test_ddp_hook_times_buckets_and_keeps_gradients(tmp_path):
     assert 0 <= sync.exposed <= synced.synced_backward
     assert sync.overlap == pytest.approx(max(0.0, sync.comm - sync.exposed))
     assert synced.t - 60 < sync.last_ready <= synced.t
+
+
+# --- the activity file ---------------------------------------------------------------
+
+
+class _PhaseSpy:
+    """Reads the activity file from inside each phase, as a monitor would."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def look(self):
+        self.seen.append(read_activity(self.path))
+
+
+def test_activity_follows_phases_steps_and_close(tmp_path):
+    probe = StepProbe(tmp_path)
+    path = activity_path(tmp_path, 0)
+    spy = _PhaseSpy(path)
+    before = time.time()
+    with probe.step(7) as s:
+        spy.look()
+        with s.phase("forward"):
+            spy.look()
+        spy.look()
+    spy.look()
+    with probe.collective("stop vote"):
+        spy.look()
+    spy.look()
+    probe.close()
+    assert [(a.step, a.phase) for a in spy.seen] == [
+        (7, "step"), (7, "forward"), (7, "step"), (7, "between steps"), (7, "stop vote"),
+        (7, "stop vote")]
+    assert all(before <= a.since <= time.time() for a in spy.seen)
+    waiting = [a.waiting_since for a in spy.seen]
+    assert waiting[:4] == [None] * 4 and waiting[4] >= spy.seen[4].since and waiting[5] is None
+    ended = read_activity(path)
+    assert (ended.step, ended.phase, ended.waiting_since) == (7, "ended", None)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_collectives_wait_from_the_oldest_until_the_last_is_done(tmp_path):
+    writer = ActivityWriter(tmp_path / "rank-0.now")
+    timer = step_module._BucketTimer(writer)
+    timer.begin_wait(100.0)
+    timer.begin_wait(101.0)
+    timer.end_wait()
+    assert read_activity(tmp_path / "rank-0.now").waiting_since == 100.0
+    timer.end_wait()
+    assert read_activity(tmp_path / "rank-0.now").waiting_since is None
+
+
+def test_activity_file_problems_are_silent(tmp_path):
+    (tmp_path / "ranks").mkdir()
+    (tmp_path / "ranks" / "rank-0.now").mkdir()  # not a file: the writer gives up quietly
+    probe = StepProbe(tmp_path)
+    _train(probe, 2)
+    probe.close()
+    assert [r.step for r in _records(tmp_path) if isinstance(r, StepRecord)] == [0, 1]
+    assert read_activity(tmp_path / "ranks" / "rank-0.now") is None
+    (tmp_path / "short.now").write_bytes(b"\x01" * 7)
+    assert read_activity(tmp_path / "short.now") is None
 
 
 # --- monitor datagrams ---------------------------------------------------------------
@@ -437,3 +500,39 @@ def test_import_probes_does_not_import_torch():
     code = "import sys, scalemon.probes; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_run_dir_path_too_long_for_a_socket_address_still_gets_live_records(tmp_path):
+    from scalemon.collector import Collector
+    from scalemon.rundir import RunDir
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    run = RunDir.create(deep / "run")
+    run.write_config({"schema": 1, "name": "run", "model": {}, "train": {}, "launch": {}})
+    with Collector(run) as collector:
+        assert collector.sock is not None, collector.socket_problem
+        assert len(str(collector.sock_path)) > step_module.MAX_SOCKET_ADDRESS
+        probe = StepProbe(run.path)
+        _train(probe, 3)
+        probe.close()
+        assert collector.read_socket() == 5  # start, 3 steps, end: all as datagrams
+        assert collector.state.ranks[0].last_step == 2
+        assert collector.state.ranks[0].ended == "finished"
+
+
+def test_a_new_monitor_sweeps_away_the_sockets_of_killed_ones(tmp_path):
+    from scalemon.collector import Collector
+    from scalemon.rundir import RunDir
+
+    run = RunDir.create(tmp_path / "run")
+    run.write_config({"schema": 1, "name": "run", "model": {}, "train": {}, "launch": {}})
+    run.monitors_dir.mkdir(exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    left = _bind(run.monitors_dir / f"{dead}-abcdef.sock")
+    alive = _bind(run.monitors_dir / f"{os.getpid()}-123456.sock")
+    with Collector(run) as collector:
+        names = sorted(p.name for p in run.monitors_dir.iterdir())
+        assert names == sorted([f"{os.getpid()}-123456.sock", collector.sock_path.name])
+    left.close()
+    alive.close()

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -10,31 +9,17 @@ import time
 from pathlib import Path
 
 import pytest
+from real_runs import TINY, rank_records, scalemon
 
-from scalemon import records
 from scalemon.records import EndRecord, StartRecord, StepRecord
 
 pytestmark = pytest.mark.slow
-
-TINY = ["--depth", "1", "--vocab", "256", "--seq-len", "64", "--device-batch", "4",
-        "--tokens-per-step", "1024", "--backend", "gloo", "--threads-per-rank", "1",
-        "--checkpoint-every", "10", "--no-tui", "--interval", "2"]
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALEMON_HOME", str(tmp_path))
     return tmp_path
-
-
-def scalemon(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "scalemon", *args], capture_output=True,
-                          text=True, timeout=timeout, env=os.environ.copy())
-
-
-def rank_records(run_path, rank):
-    lines = (run_path / "ranks" / f"rank-{rank}.jsonl").read_bytes().splitlines()
-    return [records.decode(line) for line in lines]
 
 
 def test_run_checkpoint_resume_ls_replay(home):

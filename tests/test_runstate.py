@@ -3,7 +3,11 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from scalemon.activity import Activity
+from scalemon.headless import records_text
 from scalemon.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
 from scalemon.runstate import WARMUP_STEPS, RunState
 
@@ -132,10 +136,20 @@ def test_nan_and_high_loss_alerts():
     assert math.isnan(state.loss)
 
 
-def test_lost_records_are_reported():
-    lost = StepRecord(rank=1, t=T0 + 5, step=4, dt=1.0, tokens=1, lost=7)
-    state = fed(run_of(3) + [lost])
-    assert any("could not write 7 records" in e.text for e in state.events)
+def test_lost_records_are_reported_once_and_so_is_recording_again():
+    def held(n, lost):
+        return StepRecord(rank=1, t=T0 + n, step=n, dt=1.0, tokens=1, lost=lost)
+
+    state = fed(run_of(3) + [held(3, 1), held(4, 2), held(5, 3)])
+    texts = [e.text for e in state.events]
+    assert texts[-1] == ("rank 1 cannot write records to the run dir (disk full?); "
+                         "it holds them back")
+    assert sum("cannot write" in t for t in texts) == 1 and state.ranks[1].losing
+    state.apply(held(4, 2))  # the file's copy, late: nothing new
+    assert state.ranks[1].losing
+    state.apply(held(6, 3))  # step 5 went in, so the ones held back before it did too
+    assert state.events[-1].text == "rank 1 records reach the run dir again (3 were held back)"
+    assert not state.ranks[1].losing
 
 
 def test_summary_is_plain_data():
@@ -154,3 +168,90 @@ def test_a_sync_jump_is_an_event_once():
     jumps = [e.text for e in state.events if "sync share jumped" in e.text]
     assert len(jumps) == 1 and "from 10% to 60%" in jumps[0]
     assert not any("sync share jumped" in e.text for e in fed(run_of(45)).events)
+
+
+# --- faults: lost records, a rank that is gone, a rank stuck in sync -------------------
+
+@given(st.lists(st.integers(0, 60), max_size=80))
+def test_step_ranges_cover_exactly_the_steps_seen_in_any_order(steps):
+    state = fed([start(0)] + [step(0, n, t=T0 + i) for i, n in enumerate(steps)])
+    if not steps:
+        assert 0 not in state.ranks or state.ranks[0].steps == []
+        return
+    info = state.ranks[0]
+    covered = {n for a, b in info.steps for n in range(a, b + 1)}
+    assert covered == set(steps)
+    assert all(b[0] > a[1] + 1 for a, b in zip(info.steps, info.steps[1:], strict=False))
+    assert info.missing() == max(steps) - min(steps) + 1 - len(set(steps))
+
+
+def test_records_text_names_the_gaps():
+    state = fed(run_of(10))
+    assert records_text(state) == "records: ranks 0-1 steps 0-9, none missing"
+    state = fed([r for r in run_of(10) if not (r.rank == 1 and getattr(r, "step", -1) in (3, 4))])
+    assert records_text(state) == ("records: rank 0 steps 0-9; rank 1 steps 0-2, 5-9 "
+                                   "(2 missing)")
+
+
+def test_a_rank_gone_without_an_end_record_fails_the_run_and_names_who_waits():
+    state = fed(run_of(10))
+    now = T0 + 30
+    state.observe_activity(0, Activity(step=10, phase="backward", since=now - 8,
+                                       waiting_since=now - 7))
+    state.observe_activity(1, Activity(step=10, phase="forward", since=now - 8,
+                                       waiting_since=None))
+    state.tick(now)
+    assert state.state() == "stalled"
+    assert state.events[-1].text == ("rank 0 has waited 7 s in gradient sync at step 10; "
+                                     "waiting for rank 1 is in forward (for 8 s)")
+    state.rank_gone(1, now + 1)
+    assert state.state() == "failed"
+    assert state.events[-1].level == "error"
+    assert state.events[-1].text == ("rank 1 (pid 101) is gone without an end record (killed?), "
+                                     "in forward of step 10; rank 0 is stuck in sync waiting "
+                                     "for it")
+    count = state.event_count
+    state.rank_gone(1, now + 2)  # said once
+    assert state.event_count == count
+    # A rank that ended properly is never "gone".
+    ended = fed(run_of(3) + [EndRecord(rank=1, t=T0 + 9, reason="finished", step=2)])
+    ended.rank_gone(1, T0 + 10)
+    assert not ended.ranks[1].gone
+
+
+def test_a_short_wait_is_not_stuck_and_a_stop_vote_is_named():
+    state = fed(run_of(10))
+    now = T0 + 30
+    state.observe_activity(0, Activity(step=9, phase="stop vote", since=now - 2,
+                                       waiting_since=now - 2))
+    state.tick(now)
+    assert state.state() == "training" and not state.ranks[0].stuck
+    state.tick(now + 10)
+    assert state.ranks[0].stuck and "in stop vote at step 9" in state.events[-1].text
+
+
+def test_a_checkpoint_that_could_not_be_written_is_an_error_event():
+    state = fed(run_of(5) + [CheckpointRecord(rank=0, t=T0 + 7, step=4, path="/c",
+                                              seconds=0.1, error="checkpoint at step 4 not "
+                                              "written: No space left on device")])
+    assert state.events[-1].level == "error" and "No space left" in state.events[-1].text
+    assert state.last_checkpoint is None and state.state() == "training"
+
+
+def test_a_stopped_rank_is_named_as_the_one_its_peers_wait_for():
+    state = fed(run_of(10))
+    now = T0 + 30
+    for rank in (0, 1):  # a rank frozen inside its own allreduce also looks like waiting
+        state.observe_activity(rank, Activity(step=10, phase="backward", since=now - 7,
+                                              waiting_since=now - 6))
+    state.observe_process(1, "stopped", now - 5)
+    assert "rank 1 (pid 101) is stopped" in state.events[-1].text
+    state.observe_process(0, "sleeping", now)
+    state.tick(now)
+    assert state.events[-1].text == ("rank 0 has waited 6 s in gradient sync at step 10; "
+                                     "waiting for rank 1 is stopped")
+    assert not state.ranks[1].stuck and state.state() == "stalled"
+    state.observe_process(1, "running", now + 1)
+    assert state.events[-1].text == "rank 1 (pid 101) runs again"
+    state.observe_process(1, None, now + 2)
+    assert state.ranks[1].gone and state.state() == "failed"

@@ -7,81 +7,31 @@ stops the run and leaves no process behind.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from real_runs import steps_in_file
+from tmux_screen import Tmux, shown_step
 
-import scalemon.cli
 from scalemon import launch
 from scalemon.rundir import RunDir
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
 
-HERE = Path(__file__).parent
 NAME, STEPS = "tui-e2e", 5000
-STEP_RE = re.compile(r"step ([\d,]+)/5,000")
 
 
 def screen_command() -> list[str]:
-    """`scalemon run` once its CLI shows the screen; until then the same thing by hand."""
-    watch = getattr(scalemon.cli, "_watch_launched", None)
-    if watch is None or "screen" not in inspect.getsource(watch):
-        return [sys.executable, str(HERE / "tui_launcher.py"), NAME, str(STEPS)]
-    price = ["--price", "2"] if "price" in {p.name for p in scalemon.cli.run.params} else []
     return [sys.executable, "-m", "scalemon", "run", "--name", NAME, "--steps", str(STEPS),
             "--depth", "1", "--vocab", "256", "--seq-len", "64", "--device-batch", "4",
             "--tokens-per-step", "1024", "--backend", "gloo", "--threads-per-rank", "1",
-            "--checkpoint-every", "500", *price]
-
-
-class Tmux:
-    """A private tmux server (its own socket), so nothing else's sessions are touched."""
-
-    def __init__(self, tag: str) -> None:
-        self.base = ["tmux", "-L", tag]
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run(self.base + list(args), capture_output=True, text=True,
-                              timeout=10, check=True).stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "main")
-
-    def wait_for(self, predicate, timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if predicate(text):
-                return text
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}; the screen shows:\n{self.screen()}")
-
-    def kill(self) -> None:
-        subprocess.run(self.base + ["kill-server"], capture_output=True, timeout=10)
-
-
-def shown_step(text: str) -> int:
-    match = STEP_RE.search(text)
-    return int(match.group(1).replace(",", "")) if match else -1
-
-
-def steps_in_file(run: RunDir) -> int:
-    path = run.rank_file(0)
-    return path.read_bytes().count(b'"kind":"step"') if path.exists() else 0
-
-
-def stop_everything(run: RunDir) -> None:
-    """Graceful stop first; then the supervisor and every process under it."""
-    launch.stop_and_wait(run)
+            "--checkpoint-every", "500", "--price", "2"]
 
 
 def test_screen_in_tmux_follows_the_run_and_q_leaves_it_training(tmp_path):
@@ -106,13 +56,13 @@ def test_screen_in_tmux_follows_the_run_and_q_leaves_it_training(tmp_path):
         tmux("send-keys", "-t", "main", "q")
         after = tmux.wait_for(lambda s: "SCREEN-EXITED" in s, 20, "the screen to close")
         assert f"left run {NAME}" in after and "SCREEN-EXITED 0" in after, after
-        before = steps_in_file(run)
+        before = steps_in_file(run.path)
         time.sleep(3)
-        assert steps_in_file(run) > before, "the run stopped when the screen closed"
+        assert steps_in_file(run.path) > before, "the run stopped when the screen closed"
         assert json.loads(run.config_path.read_text())["pids"]["supervisor"]
         assert not list(run.monitors_dir.glob("*.sock")), "the screen left its socket behind"
     finally:
-        stop_everything(run)
+        launch.stop_and_wait(run)
         tmux.kill()
     status = run.read_status()
     assert status is not None and status["exit_code"] == 0, status  # stopped gracefully

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from textual.message import Message
 
-from scalemon.rundir import tail_lines
+from scalemon.launcherlog import rank_error_lines, read_tail
 
 from .series import LossSeries
 from .view import RunInfo, ViewData, build_view, light_view, run_info
@@ -176,5 +176,5 @@ class Feed:
         run = getattr(self.collector, "run", None)  # a log-following collector has no run dir
         path = run.logs_dir / "stderr.log" if run is not None else \
             getattr(self.collector, "log", None)
-        self._stderr = tuple(tail_lines(path, STDERR_LINES)) if path else ()
+        self._stderr = tuple(rank_error_lines(read_tail(path), STDERR_LINES)) if path else ()
 

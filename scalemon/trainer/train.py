@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -51,6 +52,12 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+
+
+def say(line: str, stream=None) -> None:
+    """Print a log line. The logs live in the run dir: a full disk must not end the run."""
+    with contextlib.suppress(OSError):
+        print(line, file=stream or sys.stdout, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +154,10 @@ class Run:
             ids = [device.index] if device.type == "cuda" else None
             # Gradients as views into DDP's buckets: no copy into the buckets that the
             # probe's comm hook could not see (it would read as compute), and less memory.
-            self.net = DDP(self.model, device_ids=ids, gradient_as_bucket_view=True)
+            # The only buffers are the rotary tables, equal on every rank: broadcasting them
+            # in every forward would hide a collective (and its waits) there.
+            self.net = DDP(self.model, device_ids=ids, gradient_as_bucket_view=True,
+                           forward_sync_buffers=False)
         self.meta = {
             "n_params": count_parameters(self.model),
             "vocab": self.cfg.vocab,
@@ -196,14 +206,21 @@ class Run:
             "world": self.world,
             "tokens_per_step": self.tokens_per_step,
         }
-        path = checkpoint.save(self.ckpt_dir, step, self.model, self.optimizer, extra)
+        try:
+            path = checkpoint.save(self.ckpt_dir, step, self.model, self.optimizer, extra)
+        except OSError as error:
+            # A full disk must not end a run that can still train; the next save retries.
+            message = f"checkpoint at step {step} not written: {error.strerror or error}"
+            say(f"scalemon: {message}", sys.stderr)
+            probe.checkpoint(step, str(self.ckpt_dir), time.perf_counter() - t0, message)
+            return
         probe.checkpoint(step, str(path), time.perf_counter() - t0)
 
     def loop(self, probe: StepProbe, stop: StopRequest) -> str:
         """Train to the horizon or a stop request; returns the end reason."""
         probe.attach_ddp(self.net)  # a plain module (one rank) is fine: nothing to time
         if self.rank == 0 and self.resumed_from is not None:
-            print(f"resuming from checkpoint step {self.resumed_from}", flush=True)
+            say(f"resuming from checkpoint step {self.resumed_from}")
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.device.type == "cuda"
@@ -235,15 +252,13 @@ class Run:
                 s.loss = loss_sum.item()
             dt = time.perf_counter() - t0
             if self.rank == 0:  # counted from 1 here, so the last line reads "step N/N"
-                print(
-                    f"step {step + 1}/{self.steps} | loss {s.loss:.4f} | dt {dt:.2f}s | "
-                    f"tok/s {self.tokens_per_step / dt:.0f}",
-                    flush=True,
-                )
+                say(f"step {step + 1}/{self.steps} | loss {s.loss:.4f} | dt {dt:.2f}s | "
+                    f"tok/s {self.tokens_per_step / dt:.0f}")
             # Every rank must leave the loop at the same step, or the rest hang in the next
             # gradient all-reduce: agree on any rank's stop request.
             stop_flag.fill_(float(stop.requested))
-            dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
+            with probe.collective("stop vote"):
+                dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
             stopping = bool(stop_flag.item())
             done = step == self.steps - 1
             periodic = self.every > 0 and (step + 1) % self.every == 0
@@ -251,7 +266,7 @@ class Run:
                 self.save(step, probe)
             if stopping and not done:
                 if self.rank == 0:
-                    print(f"stopped after step {step + 1}/{self.steps}", flush=True)
+                    say(f"stopped after step {step + 1}/{self.steps}")
                 return "stopped"
         return "finished"
 
