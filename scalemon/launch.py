@@ -205,7 +205,8 @@ def create_run(opts: RunOptions) -> RunDir:
     device, backend = resolve_device(opts.device, opts.backend)
     gpus = cuda_device_count() if device == "cuda" else 0
     if device == "cuda" and gpus == 0:
-        raise LaunchError("--device cuda but torch sees no GPU here")
+        why = "--device cuda" if opts.device == "cuda" else f"--backend {backend} (CUDA)"
+        raise LaunchError(f"{why} but torch sees no GPU here (use --backend gloo on the CPU)")
     config = build_config(opts, device, backend, gpus)
     path = Path(opts.run_dir).expanduser().resolve() if opts.run_dir else \
         runs_root() / config["name"]
