@@ -20,15 +20,15 @@ import psutil
 from scalemon import records, relay
 from scalemon.activity import activity_path, read_activity
 from scalemon.history import Backfill
+from scalemon.launch import process_alive
 from scalemon.probes.step import MAX_SOCKET_ADDRESS
 from scalemon.rundir import RecordTail, RunDir
-from scalemon.runstate import RunState
+from scalemon.runstate import ENDED_STATES, RunState
 
 FILE_POLL_S = 1.0  # the files catch whatever the socket missed
 FILE_READ_BYTES = 64 << 20  # of each rank file per poll: a poll stays short
 SYSTEM_POLL_S = 1.0  # host, network and GPU probes
 BACKFILL_MIN_S = 0.02  # history folded in a poll that waits for nothing (poll(0))
-ENDED = ("finished", "stopped", "failed")
 BAD_INPUT_NOTE_S = 5.0  # at most one "ignored N malformed ..." event this often
 
 
@@ -42,16 +42,6 @@ def net_bytes_per_step(system, state: RunState) -> float | None:
         if sent == sent:  # NA is NaN: steps the samples do not cover yet
             moved.append(sent)
     return statistics.median(moved) if moved else None
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process: it exists
-    return True
 
 
 class Collector:
@@ -152,7 +142,7 @@ class Collector:
         """Remove the sockets of monitors that were killed (named PID-xxxxxx.sock)."""
         for path in self.run.monitors_dir.glob("*-*.sock"):
             pid = path.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_exists(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 path.unlink(missing_ok=True)
 
     def _bind(self) -> None:
@@ -296,7 +286,7 @@ class Collector:
         if self.system is not None and time.monotonic() - self._last_system_poll >= SYSTEM_POLL_S:
             self.poll_system()
         self.state.tick(time.time())
-        if self._backfill is not None and self.state.state() in ENDED:
+        if self._backfill is not None and self.state.state() in ENDED_STATES:
             self.finish_history()  # the run's last word comes with its whole history
         return count
 

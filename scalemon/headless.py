@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable
 
-from scalemon.runstate import Event, RunState
+from scalemon.runstate import ENDED_STATES, Event, RunState
 from scalemon.units import format_bytes, format_count, format_duration, format_rate
 
 SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)),
@@ -229,7 +229,7 @@ def follow(collector, out: Callable[[str], None], interval: float = 5.0,
             out(event_line(event))
         seen_events = state.event_count
         current = state.state()
-        done = current in ("finished", "stopped", "failed")
+        done = current in ENDED_STATES
         since = time.monotonic() - last_line
         if done or (since >= interval and state.step != last_step) or since >= 6 * interval:
             system = None

@@ -21,6 +21,7 @@ from scalemon.units import format_count, format_duration
 
 WARMUP_STEPS = 3  # after a (re)start: allocator, caches and the first allreduce are slow
 RECENT = 50  # steps in the rolling window for medians
+ENDED_STATES = ("finished", "stopped", "failed")  # the states a run does not leave
 STALE_AFTER_S = 30.0  # a rank silent this long (or 10 median steps) has stopped reporting
 STUCK_AFTER_S = 5.0  # waiting this long in a collective (or 5 median steps) is stuck
 SYNC_TARGET = 0.10

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from scalemon import scaling
 from scalemon.headless import nodes_text, sync_model_text
-from scalemon.runstate import Eta, Event, RunState, Split, Straggler
+from scalemon.runstate import ENDED_STATES, Eta, Event, RunState, Split, Straggler
 
 from .series import Bucket, LossSeries
 from .whatif import Mfu, WhatIf, run_mfu, shape_of, what_if
@@ -72,7 +72,7 @@ class ViewData:
 
     @property
     def done(self) -> bool:
-        return self.state in ("finished", "stopped", "failed")
+        return self.state in ENDED_STATES
 
 
 def run_info(state: RunState) -> RunInfo:
