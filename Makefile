@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint pytest bench clean
+.PHONY: setup run test lint pytest fuzz bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint pytest
+
+# The property-based tests with fresh random examples, many of them (tests/conftest.py);
+# `make fuzz FUZZ_EXAMPLES=50000` to search longer. `make test` replays a fixed set.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),5000) $(BIN)/pytest -q -p no:cacheprovider \
+		$(shell grep -l '^from hypothesis' tests/test_*.py)
 
 # One table of every figure (bench/suite.py); `make bench QUICK=1` for a short smoke run.
 bench: $(STAMP)

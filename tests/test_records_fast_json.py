@@ -73,6 +73,16 @@ def test_decode_matches_reference_on_mutated_records(record, data):
     assert _outcome(decode, raw) == _outcome(_reference_decode, raw)
 
 
+def _decoded_as(parse):
+    # decode() calls a parser through _parse, which turns a missing key into a RecordError.
+    return lambda obj: codec._parse(parse, obj)
+
+
+_bad_values = (st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats()
+               | st.text(max_size=3)
+               | st.dictionaries(st.text(max_size=3), st.floats(), max_size=2))
+
+
 @given(step_records, st.data())
 def test_read_step_matches_parse_step(record, data):
     obj = json.loads(encode(record))
@@ -80,10 +90,18 @@ def test_read_step_matches_parse_step(record, data):
     if obj["sync"] is not None and data.draw(st.booleans()):
         target = obj["sync"]
     key = data.draw(st.sampled_from(sorted(target)))
-    target[key] = data.draw(st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats()
-                            | st.text(max_size=3) | st.dictionaries(st.text(max_size=3),
-                                                                    st.floats(), max_size=2))
-    assert _outcome(codec._read_step, obj) == _outcome(codec._parse_step, obj)
+    target[key] = data.draw(_bad_values)
+    assert (_outcome(_decoded_as(codec._read_step), obj)
+            == _outcome(_decoded_as(codec._parse_step), obj))
+
+
+@pytest.mark.parametrize("sync", [{}, {"exposed": 0.0}, {"bytes": 1, "buckets": 1}, []])
+def test_incomplete_sync_is_the_same_error_on_both_paths(sync):
+    # sync={} is the case a CI run drew: both paths must name the same missing key.
+    obj = json.loads(encode(codec.StepRecord(rank=0, t=0.0, step=0, dt=0.0)))
+    obj["sync"] = sync
+    fast = _outcome(_decoded_as(codec._read_step), obj)
+    assert fast[0] == "error" and fast == _outcome(_decoded_as(codec._parse_step), obj)
 
 
 def test_slot_filler_fills_every_field():
