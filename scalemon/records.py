@@ -337,7 +337,8 @@ def _read_step(obj: dict) -> StepRecord:
         except KeyError:
             return _parse_step(obj)
         if not (type(exposed) is type(comm) is type(overlap) is type(last_ready) is float
-                and type(nbytes) is type(buckets) is int and nbytes >= 0 and buckets >= 0
+                and type(nbytes) is type(buckets) is int
+                and 0 <= nbytes < _INT_END and 0 <= buckets < _INT_END
                 and 0.0 <= exposed < _INF and 0.0 <= comm < _INF and 0.0 <= overlap < _INF
                 and -_INF < last_ready < _INF):
             return _parse_step(obj)

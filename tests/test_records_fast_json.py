@@ -95,9 +95,15 @@ def test_read_step_matches_parse_step(record, data):
             == _outcome(_decoded_as(codec._parse_step), obj))
 
 
-@pytest.mark.parametrize("sync", [{}, {"exposed": 0.0}, {"bytes": 1, "buckets": 1}, []])
-def test_incomplete_sync_is_the_same_error_on_both_paths(sync):
-    # sync={} is the case a CI run drew: both paths must name the same missing key.
+_SYNC = {"exposed": 0.0, "comm": 0.0, "overlap": 0.0, "bytes": 0, "buckets": 0,
+         "last_ready": 0.0}
+
+
+# Cases random search found: sync={} in CI, counts of 2**63 by `make fuzz`.
+@pytest.mark.parametrize("sync", [{}, {"exposed": 0.0}, {"bytes": 1, "buckets": 1}, [],
+                                  _SYNC | {"buckets": 2**63}, _SYNC | {"bytes": 2**63},
+                                  _SYNC | {"bytes": -1}])
+def test_bad_sync_is_the_same_error_on_both_paths(sync):
     obj = json.loads(encode(codec.StepRecord(rank=0, t=0.0, step=0, dt=0.0)))
     obj["sync"] = sync
     fast = _outcome(_decoded_as(codec._read_step), obj)
