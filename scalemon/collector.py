@@ -30,6 +30,8 @@ FILE_READ_BYTES = 64 << 20  # of each rank file per poll: a poll stays short
 SYSTEM_POLL_S = 1.0  # host, network and GPU probes
 BACKFILL_MIN_S = 0.02  # history folded in a poll that waits for nothing (poll(0))
 BAD_INPUT_NOTE_S = 5.0  # at most one "ignored N malformed ..." event this often
+SOCKET_READ_S = 0.05  # longest one poll keeps reading a socket that keeps filling
+SOCKET_BATCH = 256  # datagrams taken off the socket before any is decoded
 
 
 def net_bytes_per_step(system, state: RunState) -> float | None:
@@ -232,21 +234,35 @@ class Collector:
         return count
 
     def read_socket(self) -> int:
+        """Fold what the socket holds, and what arrives meanwhile, for up to SOCKET_READ_S.
+
+        Linux queues only net.unix.max_dgram_qlen datagrams (often 10) per socket, so the
+        queue is emptied first and decoded after: the senders refill it during the decoding
+        instead of finding it full.
+        """
         count = 0
-        while self.sock is not None:
-            try:
-                # One byte past the limit: a longer datagram is cut there and fails decoding.
-                data = self.sock.recv(records.MAX_RECORD_BYTES + 1)
-            except (BlockingIOError, InterruptedError):
+        deadline = time.monotonic() + SOCKET_READ_S
+        while True:
+            batch = self._take_datagrams()
+            for data in batch:
+                try:
+                    count += self._apply(records.decode(data))
+                except records.RecordError:
+                    self.bad_datagrams += 1
+            if not batch or time.monotonic() >= deadline:
                 break
-            except OSError:
-                break
-            try:
-                count += self._apply(records.decode(data))
-            except records.RecordError:
-                self.bad_datagrams += 1
         self._report_bad_input()
         return count
+
+    def _take_datagrams(self) -> list[bytes]:
+        batch: list[bytes] = []
+        while self.sock is not None and len(batch) < SOCKET_BATCH:
+            try:
+                # One byte past the limit: a longer datagram is cut there and fails decoding.
+                batch.append(self.sock.recv(records.MAX_RECORD_BYTES + 1))
+            except OSError:  # BlockingIOError: empty for now; anything else: nothing to read
+                break
+        return batch
 
     def _report_bad_input(self) -> None:
         """An event when malformed datagrams or unreadable rank-file lines were ignored since

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -183,3 +185,54 @@ def test_replay_counts_bad_lines_without_an_event(tmp_path):
         assert collector.bad_file_lines == 1
         assert collector.state.loss_steps.tolist() == [0, 1]
         assert not [e for e in collector.state.events if "ignored" in e.text]
+
+
+SENDER = """
+import itertools, socket, sys
+from scalemon.records import StepRecord, encode
+path, count = sys.argv[1], int(sys.argv[2])  # count 0: send for ever
+# Faster than any reader: a record made once, its step number filled in by % formatting.
+record = encode(StepRecord(rank=0, t=100.0, step=987654321, dt=0.5, tokens=8, loss=3.0))
+step = record.replace(b"987654321", b"%d")
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.connect(path)
+print(flush=True)
+for n in itertools.count() if count == 0 else range(count):
+    # blocks while the queue is full: nothing is dropped
+    sock.send(b"junk" if n == count // 2 else step % n)
+"""
+
+
+def send_steps(collector: Collector, count: int) -> subprocess.Popen:
+    sending = subprocess.Popen([sys.executable, "-c", SENDER, str(collector.sock_path),
+                                str(count)], stdout=subprocess.PIPE)
+    sending.stdout.readline()  # connected, about to send
+    return sending
+
+
+def test_a_sender_outrunning_the_queue_loses_nothing():
+    # The queue holds about 10 datagrams: the collector empties it, then decodes what it took
+    # while the blocked sender refills it.
+    count = 2000
+    with live_collector() as collector:
+        sending = send_steps(collector, count)
+        folded_per_poll = []
+        while sending.poll() is None or folded_per_poll[-1:] != [0]:
+            folded_per_poll.append(collector.poll(0.5))
+        assert sending.returncode == 0
+        assert collector.state.records == count - 1 and collector.bad_datagrams == 1
+        assert max(folded_per_poll) > 4 * QUEUE, folded_per_poll
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_does_not_hold_a_poll():
+    # However fast datagrams come, a poll returns (SOCKET_READ_S) and the screen redraws.
+    with live_collector() as collector:
+        sending = send_steps(collector, 0)
+        try:
+            for _ in range(3):
+                assert collector.poll(0.5) > 0
+                assert sending.poll() is None, "the flood ended before the poll returned"
+        finally:
+            sending.kill()
+            sending.wait()
