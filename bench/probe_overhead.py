@@ -4,7 +4,8 @@ One process (honest for the probe's own work, simpler than two ranks on two core
 1-rank gloo process group, so DDP and with it the probe's comm hook run for real. Identical
 replicas of a tiny GPT train on the same batches in interleaved blocks of steps:
   builtin  plain DDP (its built-in C++ allreduce), inactive probe
-  hook     DDP with the stock Python allreduce_hook that the probe wraps, inactive probe
+  hook     DDP with its stock Python allreduce_hook, whose work the probe's hook does, inactive
+           probe
   probe    DDP with the probe's comm hook, active probe writing a run dir and sending
            every record to a live monitor socket (drained after each step, untimed)
 under two DDP settings: the defaults (gradients copied into buckets) and

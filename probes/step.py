@@ -135,10 +135,12 @@ class StepProbe:
 
             self._synchronize = torch.cuda.synchronize
         if hasattr(model, "register_comm_hook"):
-            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+            import torch.distributed as dist
 
-            self._buckets.allreduce = allreduce_hook
-            self._buckets.process_group = getattr(model, "process_group", None)
+            group = getattr(model, "process_group", None) or dist.group.WORLD
+            self._buckets.all_reduce = dist.all_reduce
+            self._buckets.process_group = group
+            self._buckets.world = dist.get_world_size(group)
             model.register_comm_hook(self._buckets, _BucketTimer.comm_hook)
 
     def step(self, step: int, tokens: int = 0, lr: float | None = None) -> _Step | _NullStep:
@@ -185,7 +187,7 @@ class StepProbe:
         # DDP keeps the hook state alive until interpreter exit; a process group still
         # referenced from it then is torn down too late and gloo aborts (SIGABRT).
         self._buckets.process_group = None
-        self._buckets.allreduce = None
+        self._buckets.all_reduce = None
 
     def __enter__(self) -> StepProbe:
         return self
@@ -377,8 +379,9 @@ class _BucketTimer:
     """
 
     def __init__(self, activity: ActivityWriter) -> None:
-        self.allreduce: Callable[..., Any] | None = None
+        self.all_reduce: Callable[..., Any] | None = None  # torch.distributed's, once attached
         self.process_group: Any = None
+        self.world = 1
         self._activity = activity
         self._lock = threading.Lock()
         self._buckets: list[list[float]] = []
@@ -402,22 +405,27 @@ class _BucketTimer:
 
     # No annotations: DDP's register_comm_hook rejects any but GradBucket -> Future[Tensor],
     # and postponed (string) annotations would not compare equal to those.
+    # What it does to the bucket is DDP's default allreduce_hook, inlined: that hook chains a
+    # Python callback of its own, and one per bucket is enough.
     def comm_hook(self, bucket):
         ready = time.perf_counter()
-        entry = [ready, -1.0, float(bucket.buffer().nbytes)]
+        tensor = bucket.buffer()
+        entry = [ready, -1.0, float(tensor.nbytes)]
         with self._lock:
             self._buckets.append(entry)
         self.begin_wait(time.time())
-        fut = self.allreduce(self.process_group, bucket)
+        if self.world > 1:  # averaged, divided first for fp16's range; by 1 is a wasted pass
+            tensor.div_(self.world)
+        work = self.all_reduce(tensor, group=self.process_group, async_op=True)
 
         def done(f: Any) -> Any:
             finished = time.perf_counter()
             with self._lock:
                 entry[1] = finished
             self.end_wait()
-            return f.value()  # the averaged bucket, as the default hook's future returns
+            return f.value()[0]  # the averaged bucket, which DDP copies back to the grads
 
-        return fut.then(done)
+        return work.get_future().then(done)
 
     def summary(self, end: float, wall_offset: float) -> SyncTiming | None:
         """Sync of the backward that ended at `end` (perf_counter); None if nothing synced."""

@@ -289,6 +289,46 @@ def test_ddp_hook_times_buckets_and_keeps_gradients(tmp_path):
     assert synced.t - 60 < sync.last_ready <= synced.t
 
 
+TWO_RANKS = """
+import sys, torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from scalemon.probes import StepProbe
+rank, init, run = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64))
+x = torch.randn(8, 64, generator=torch.Generator().manual_seed(rank))  # each rank its own data
+for view in (False, True):
+    grads = []
+    for probed in (False, True):
+        ddp = DDP(net, bucket_cap_mb=0.05, gradient_as_bucket_view=view)
+        if probed:
+            probe = StepProbe(run, rank=rank, world=2)
+            probe.attach_ddp(ddp)
+        ddp(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        ddp.zero_grad(set_to_none=True)
+        if probed:
+            probe.close()
+    for builtin, probed in zip(*grads, strict=True):
+        torch.testing.assert_close(probed, builtin, rtol=0, atol=0)
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_hook_averages_as_the_builtin_allreduce_does_on_two_ranks(tmp_path):
+    # The probe does the bucket's averaging itself: the gradients must be DDP's own, bit for
+    # bit, whether DDP copies gradients into buckets or keeps them as views.
+    pytest.importorskip("torch")
+    init = f"file://{tmp_path / 'pg'}"
+    ranks = [subprocess.Popen([sys.executable, "-c", TWO_RANKS, str(rank), init,
+                               str(tmp_path / "run")], stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    for rank in ranks:
+        _, err = rank.communicate(timeout=120)
+        assert rank.returncode == 0, err[-3000:]
+
+
 # --- the activity file ---------------------------------------------------------------
 
 
