@@ -272,18 +272,23 @@ def test_arbitrary_objects_with_record_keys(obj):
     _decode_or_record_error(json.dumps({"v": 1, "kind": "step"} | obj))
 
 
-@given(records, st.data())
-def test_mutated_valid_records(record, data):
+def mutated(record, data, values, changes: tuple[int, int]) -> dict:
+    """The record as a JSON object with a few keys (min..max) given drawn values or deleted."""
     obj = json.loads(encode(record))
-    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+    for _ in range(data.draw(st.integers(*changes))):
         key = data.draw(st.sampled_from(sorted(obj)))
         if data.draw(st.booleans()):
-            obj[key] = data.draw(json_values)
+            obj[key] = data.draw(values)
         else:
             del obj[key]
         if not obj:
             break
-    _decode_or_record_error(json.dumps(obj))
+    return obj
+
+
+@given(records, st.data())
+def test_mutated_valid_records(record, data):
+    _decode_or_record_error(json.dumps(mutated(record, data, json_values, (1, 4))))
 
 
 @given(records, st.data())

@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_records import json_values, records, step_records
+from test_records import json_values, mutated, records, step_records
 
 from scalemon import records as codec
 from scalemon.records import RecordError, decode, encode
@@ -60,15 +60,7 @@ def test_loads_edges_match_json(data):
 
 @given(records, st.data())
 def test_decode_matches_reference_on_mutated_records(record, data):
-    obj = json.loads(encode(record))
-    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
-        key = data.draw(st.sampled_from(sorted(obj)))
-        if data.draw(st.booleans()):
-            obj[key] = data.draw(json_values | st.integers() | st.floats())
-        else:
-            del obj[key]
-        if not obj:
-            break
+    obj = mutated(record, data, json_values | st.integers() | st.floats(), (0, 3))
     raw = json.dumps(obj).encode()
     assert _outcome(decode, raw) == _outcome(_reference_decode, raw)
 
