@@ -290,7 +290,7 @@ def test_ddp_hook_times_buckets_and_keeps_gradients(tmp_path):
 
 
 TWO_RANKS = """
-import sys, torch, torch.distributed as dist
+import gc, os, sys, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from scalemon.probes import StepProbe
 rank, init, run = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -310,9 +310,13 @@ for view in (False, True):
         ddp.zero_grad(set_to_none=True)
         if probed:
             probe.close()
+        # A DDP still holding the process group at interpreter exit makes gloo abort.
+        del ddp
     for builtin, probed in zip(*grads, strict=True):
         torch.testing.assert_close(probed, builtin, rtol=0, atol=0)
+gc.collect()
 dist.destroy_process_group()
+os._exit(0)  # checked; gloo's threads are not torn down by the interpreter's exit order
 """
 
 
