@@ -22,13 +22,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/scalemon run --depth 4 --backend gloo
 
-# import-linter reads an installed copy: the editable install maps tui/ and
-# probes/ into scalemon.* with an import hook that its graph builder cannot follow.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	rm -rf build  # setuptools leaves stale copies in build/lib
-	$(BIN)/pip install -q --no-deps --no-build-isolation --target build/lint .
-	cd build/lint && ../../$(BIN)/lint-imports --config ../../pyproject.toml
+	$(BIN)/lint-imports
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
