@@ -30,13 +30,13 @@ TARGET = 0.05
 
 def rank_steps(run, rank: int) -> list[tuple[int, float, float, int]]:
     """(step, end time, dt, drops) of each step record of a rank."""
-    from scalemon import records
+    from scalemon.core import codec, records
 
     out = []
     for line in run.rank_file(rank).read_bytes().splitlines():
         try:
-            record = records.decode(line)
-        except records.RecordError:
+            record = codec.decode(line)
+        except codec.RecordError:
             continue
         if isinstance(record, records.StepRecord):
             out.append((record.step, record.t, record.dt, record.drops))

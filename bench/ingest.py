@@ -6,7 +6,7 @@ A real Collector, on a run dir of its own, takes realistic step records (phases
 and sync, two ranks, every record distinct) three ways:
 
 - files: N records in two rank files, folded from the run dir (RecordTail,
-  records.decode, RunState.apply), as `scalemon replay` and a late `attach` do;
+  codec.decode, RunState.apply), as `scalemon replay` and a late `attach` do;
 - socket, flat out: another process sends N datagrams to the collector's socket
   with blocking sends, so a full queue makes it wait and nothing is dropped:
   the rate is what the collector's polls take in;

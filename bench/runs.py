@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scalemon import records
-from scalemon.records import StartRecord, StepRecord, SyncTiming
+from scalemon.core import codec
+from scalemon.core.records import StartRecord, StepRecord, SyncTiming
 from scalemon.rundir import RunDir
 
 # Marker values, each replaced by a format field after encoding once.
@@ -21,7 +21,7 @@ def step_template(rank: int) -> str:
     """A step record line with {t}, {step}, {loss} and {ready} fields."""
     sync = SyncTiming(exposed=0.05, comm=0.12, overlap=0.07, bytes=147_000_000, buckets=6,
                       last_ready=_READY)
-    line = records.encode(StepRecord(
+    line = codec.encode(StepRecord(
         rank=rank, t=_T, step=_STEP, dt=0.5, tokens=1024, loss=_LOSS, lr=1e-3, sync=sync,
         phases={"data": 0.01, "forward": 0.15, "backward": 0.25, "optimizer": 0.04})).decode()
     line = line.replace("{", "{{").replace("}", "}}")
@@ -44,7 +44,7 @@ def step_lines(rank: int, first: int, count: int, t0: float, step_s: float = 0.5
 
 
 def start_line(rank: int, world: int, t: float, steps: int) -> bytes:
-    return records.encode(StartRecord(rank=rank, t=t, pid=1, host="h", world=world,
+    return codec.encode(StartRecord(rank=rank, t=t, pid=1, host="h", world=world,
                                       local_rank=rank, meta={"vocab": 65536, "steps": steps}))
 
 

@@ -118,9 +118,9 @@ def steps_done(run) -> int:
 def step_delays(run, frames: list[tuple[float, int]]) -> list[float]:
     """For each step of rank 0 ended while the screen watched: the time until a frame
     showed it or a later step (a step the screen skipped counts until the next one shows)."""
-    from scalemon import records
+    from scalemon.core import codec, records
 
-    ends = [(r.step, r.t) for r in map(records.decode, run.rank_file(0).read_bytes().splitlines())
+    ends = [(r.step, r.t) for r in map(codec.decode, run.rank_file(0).read_bytes().splitlines())
             if isinstance(r, records.StepRecord)]
     delays = []
     for step, end in ends:

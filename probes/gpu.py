@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
-from .na import NA, Explained, ratio
+from scalemon.core.na import NA, Explained, ratio
 
 __all__ = [
     "Device", "DeviceLost", "GpuProbe", "GpuProcess", "GpuSnapshot", "VendorProbe", "probe_gpus",

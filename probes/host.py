@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from .na import NA, Explained, as_float
+from scalemon.core.na import NA, Explained, as_float
 
 __all__ = ["HostProbe", "HostSnapshot", "ProcessSnapshot"]
 

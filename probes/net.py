@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 
 import psutil
 
-from .na import NA, Explained, ratio
+from scalemon.core.na import NA, Explained, ratio
 
 __all__ = ["NetProbe", "NetSnapshot", "NicSnapshot", "interface_toward"]
 

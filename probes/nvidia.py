@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from scalemon.core.na import NA, as_float
+
 from .gpu import Device, DeviceLost, GpuProcess, GpuSnapshot, VendorProbe, quiet
-from .na import NA, as_float
 
 __all__ = ["NvidiaProbe"]
 

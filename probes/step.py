@@ -28,16 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from scalemon.activity import ActivityWriter, activity_path
-from scalemon.records import (
+from scalemon.core.codec import encode
+from scalemon.core.errors import RecordError
+from scalemon.core.records import (
     END_REASONS,
     CheckpointRecord,
     EndRecord,
     Record,
-    RecordError,
     StartRecord,
     StepRecord,
     SyncTiming,
-    encode,
 )
 
 BACKLOG_RECORDS = 10_000

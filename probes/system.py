@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from scalemon.core.na import Explained
+
 from .gpu import GpuProbe, GpuSnapshot, probe_gpus
 from .host import HostProbe, HostSnapshot
-from .na import Explained
 from .net import NetProbe, NetSnapshot, interface_toward
 
 __all__ = ["DEFAULT_INTERVAL_S", "GpuVendorStatus", "SystemProbe", "SystemSnapshot"]

@@ -79,9 +79,9 @@ def plan(more_depths, depths, vocab, seq_len, tokens_per_step, steps, tokens_per
     scalemon plan --depth 4 8 12 20 --ref-tok-s 115@4 --tokens-per-step 65536 \\
                   --steps 200000 --nodes 2 --link 1gbit --device h100 --price 2
     """
-    from scalemon import scaling
-    from scalemon.plan import PlanSettings, build_plan, render_plan
-    from scalemon.units import parse_link, parse_reference
+    from scalemon.core import scaling
+    from scalemon.core.plan import PlanSettings, build_plan, render_plan
+    from scalemon.core.units import parse_link, parse_reference
 
     all_depths = tuple(depths) + tuple(more_depths)
     if not all_depths:
@@ -293,8 +293,8 @@ def list_runs_command(as_json: bool) -> None:
     """List runs with their state, step / horizon and last loss."""
     import time
 
+    from scalemon.core.units import format_duration
     from scalemon.rundir import RunDirError, describe, list_runs, runs_root
-    from scalemon.units import format_duration
 
     listings = []
     for run_dir in list_runs():

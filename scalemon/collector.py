@@ -17,8 +17,9 @@ import time
 
 import psutil
 
-from scalemon import records, relay
+from scalemon import relay
 from scalemon.activity import activity_path, read_activity
+from scalemon.core import codec, records
 from scalemon.history import Backfill
 from scalemon.launch import process_alive
 from scalemon.probes.step import MAX_SOCKET_ADDRESS
@@ -246,8 +247,8 @@ class Collector:
             batch = self._take_datagrams()
             for data in batch:
                 try:
-                    count += self._apply(records.decode(data))
-                except records.RecordError:
+                    count += self._apply(codec.decode(data))
+                except codec.RecordError:
                     self.bad_datagrams += 1
             if not batch or time.monotonic() >= deadline:
                 break

@@ -10,8 +10,8 @@ import math
 import time
 from collections.abc import Callable
 
+from scalemon.core.units import format_bytes, format_count, format_duration, format_rate
 from scalemon.runstate import ENDED_STATES, Event, RunState
-from scalemon.units import format_bytes, format_count, format_duration, format_rate
 
 SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)),
                 ("opt", ("optimizer",)), ("data", ("data",)), ("other", ("other",)))

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from scalemon import records
+from scalemon.core import codec, records
 from scalemon.rundir import RecordTail, history_tail
 from scalemon.runstate import RunState
 
@@ -62,8 +62,8 @@ class Backfill:
             lines, ends[path] = history_tail(path, TAIL_BYTES)
             for line in lines:
                 try:
-                    state.apply(records.decode(line))
-                except records.RecordError:
+                    state.apply(codec.decode(line))
+                except codec.RecordError:
                     bad += 1
         return cls(config, ends, state, tail_bad=bad)
 

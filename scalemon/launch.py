@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemon import relay, scaling
+from scalemon import relay
+from scalemon.core import scaling
+from scalemon.core.units import parse_link
 from scalemon.rundir import RUN_DIR_ENV, RunDir, RunDirError, check_name, runs_root
-from scalemon.units import parse_link
 
 CPU_DEFAULTS = {"seq_len": 512, "device_batch": 1}  # the first step shows within seconds
 CUDA_DEFAULTS = {"seq_len": 2048, "device_batch": 32}  # nanochat's

@@ -26,9 +26,9 @@ from pathlib import Path
 import psutil
 
 from scalemon.collector import SYSTEM_POLL_S, net_bytes_per_step
+from scalemon.core.logparse import EvalLine, LogParser, StepLine
+from scalemon.core.records import EndRecord, StartRecord, StepRecord
 from scalemon.launch import process_alive
-from scalemon.logparse import EvalLine, LogParser, StepLine
-from scalemon.records import EndRecord, StartRecord, StepRecord
 from scalemon.runstate import RunState
 
 MAX_READ = 64 << 20  # bytes per read: a long history arrives over a few polls

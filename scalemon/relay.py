@@ -17,7 +17,7 @@ Protocol, one newline-terminated line each:
 Both sides prove they hold the run's secret without sending it; a peer that
 cannot gets nothing in and nothing out. Resuming from node 0's counts makes a
 reconnect lose nothing and repeat nothing. Everything that arrives is data:
-each line is validated by `records.decode` and must be a rank of the sending
+each line is validated by `codec.decode` and must be a rank of the sending
 node, else it is counted and dropped. Authentication, not encryption: records
 cross the LAN in the clear.
 """
@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalemon import records
+from scalemon.core import codec, records
 from scalemon.probes.step import _MonitorSender  # the probe's never-blocking datagram sender
 from scalemon.rundir import RecordTail, RunDir, RunDirError, write_json_atomic
 
@@ -341,11 +341,11 @@ class RelayServer:
                 self.nodes[peer.node].done = True
                 continue
             try:
-                record = records.decode(line)
+                record = codec.decode(line)
                 if record.rank not in allowed:
-                    raise records.RecordError("not a rank of this node")
-                batches.setdefault(record.rank, []).append(records.encode(record))
-            except records.RecordError:
+                    raise codec.RecordError("not a rank of this node")
+                batches.setdefault(record.rank, []).append(codec.encode(record))
+            except codec.RecordError:
                 self.bad += 1
         link = self.nodes[peer.node]
         for rank, encoded in batches.items():
@@ -504,7 +504,7 @@ class RelayClient:
                     if skip.get(rank, 0) > 0:
                         skip[rank] -= 1  # node 0 has it already
                     else:
-                        batch.append(records.encode(record))
+                        batch.append(codec.encode(record))
             if batch:
                 sock.sendall(b"".join(batch))
                 self.sent += len(batch)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalemon import records
+from scalemon.core import codec, records
 
 CONFIG_SCHEMA = 1
 HOME_ENV = "SCALEMON_HOME"  # overrides the state dir (tests, several installs)
@@ -342,8 +342,8 @@ class RecordTail:
             if not line or line.isspace():
                 continue
             try:
-                yield records.decode(line)
-            except records.RecordError:
+                yield codec.decode(line)
+            except codec.RecordError:
                 self.bad += 1
 
 
@@ -379,8 +379,8 @@ def last_step_record(path: Path, window: int = 256 << 10) -> records.StepRecord 
         if b'"kind":"step"' not in line:
             continue
         try:
-            record = records.decode(line)
-        except records.RecordError:
+            record = codec.decode(line)
+        except codec.RecordError:
             continue
         if isinstance(record, records.StepRecord):
             return record

@@ -15,9 +15,9 @@ from array import array
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-from scalemon import scaling
-from scalemon.records import CheckpointRecord, EndRecord, Record, StartRecord, StepRecord
-from scalemon.units import format_count, format_duration
+from scalemon.core import scaling
+from scalemon.core.records import CheckpointRecord, EndRecord, Record, StartRecord, StepRecord
+from scalemon.core.units import format_count, format_duration
 
 WARMUP_STEPS = 3  # after a (re)start: allocator, caches and the first allreduce are slow
 RECENT = 50  # steps in the rolling window for medians

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from scalemon import records
+from scalemon.core import codec, records
 from scalemon.rundir import RUN_DIR_ENV, RunDir
 
 TINY = ["--depth", "1", "--vocab", "256", "--seq-len", "64", "--device-batch", "4",
@@ -26,7 +26,7 @@ def scalemon(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 def rank_records(run_path: Path, rank: int) -> list:
     lines = (run_path / "ranks" / f"rank-{rank}.jsonl").read_bytes().splitlines()
-    return [records.decode(line) for line in lines]
+    return [codec.decode(line) for line in lines]
 
 
 def recorded_steps(run_path: Path, rank: int) -> list[int]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scalemon import launch, records
+from scalemon import launch
+from scalemon.core import codec
 from scalemon.rundir import RunDir
 from scalemon.runstate import PROBE_HINT
 
@@ -92,7 +93,7 @@ def steps_in(path: Path) -> int:
 
 def start_pid(run: RunDir, rank: int) -> int:
     first = run.rank_file(rank).read_bytes().split(b"\n", 1)[0]
-    return records.decode(first).pid
+    return codec.decode(first).pid
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scalemon import launch, records
+from scalemon import launch
 from scalemon.cli import main
-from scalemon.records import StepRecord
+from scalemon.core import codec
+from scalemon.core.records import StepRecord
 from scalemon.rundir import RunDir
 
 NOBODY = 65534
@@ -44,7 +45,7 @@ def make_run(home: Path, name: str) -> RunDir:
     config = launch.build_config(launch.RunOptions(name=name, steps=10), "cpu", "gloo")
     run.write_config(config)
     run.rank_file(0).write_bytes(b"".join(
-        records.encode(StepRecord(rank=0, t=100.0 + i, step=i, dt=0.5, tokens=8, loss=3.0))
+        codec.encode(StepRecord(rank=0, t=100.0 + i, step=i, dt=0.5, tokens=8, loss=3.0))
         for i in range(3)))
     run.write_status(0, "finished")
     return run

@@ -31,7 +31,7 @@ from real_runs import (
 )
 
 from scalemon import launch
-from scalemon.records import EndRecord
+from scalemon.core.records import EndRecord
 
 pytestmark = pytest.mark.slow
 

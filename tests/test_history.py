@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from scalemon import history, records, rundir
+from scalemon import history, rundir
 from scalemon.collector import Collector
-from scalemon.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
+from scalemon.core import codec
+from scalemon.core.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
 from scalemon.rundir import RecordTail, RunDir, history_tail
 
 T0 = 1_800_000_000.0
@@ -47,7 +48,7 @@ def history_records(rank: int) -> list:
 
 def write(run: RunDir, rank: int, items: list, mode: str = "ab") -> None:
     with open(run.rank_file(rank), mode) as f:
-        f.write(b"".join(records.encode(r) for r in items))
+        f.write(b"".join(codec.encode(r) for r in items))
 
 
 @pytest.fixture
@@ -105,8 +106,8 @@ def test_live_records_during_the_backfill_are_neither_lost_nor_doubled(long_run)
             write(long_run, 0, new[:1])
             write(long_run, 1, new[1:])
             for record in new:  # each live record twice: file and datagram
-                sender.send(records.encode(record))
-            sender.send(records.encode(step(0, 5)))  # an old record, again
+                sender.send(codec.encode(record))
+            sender.send(codec.encode(step(0, 5)))  # an old record, again
             collector.poll(0)
             collector._last_file_poll = -math.inf  # read the files at every poll
         sender.close()
@@ -153,25 +154,25 @@ def test_short_histories_are_folded_at_once(tmp_path):
 
 def test_history_tail_stops_at_the_last_complete_line(tmp_path):
     path = tmp_path / "rank-0.jsonl"
-    lines = [records.encode(start(0))] + [records.encode(step(0, n)) for n in range(50)]
+    lines = [codec.encode(start(0))] + [codec.encode(step(0, n)) for n in range(50)]
     path.write_bytes(b"".join(lines) + b'{"v":1,"kind":"st')  # a record being written
     window = sum(map(len, lines[-10:])) + 5
     got, end = history_tail(path, window)
     assert end == sum(map(len, lines))
-    assert [records.decode(line).kind for line in got[:1]] == ["start"]
-    assert [records.decode(line).step for line in got[1:]] == list(range(41, 50))
+    assert [codec.decode(line).kind for line in got[:1]] == ["start"]
+    assert [codec.decode(line).step for line in got[1:]] == list(range(41, 50))
     tail = RecordTail(path, end)
     path.write_bytes(path.read_bytes() + b'ep"}\n' + lines[-1])
-    assert list(tail.read()) == [records.decode(lines[-1])] and tail.bad == 1
+    assert list(tail.read()) == [codec.decode(lines[-1])] and tail.bad == 1
 
 
 def test_record_tail_reads_in_pieces(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "READ_CHUNK", 100)  # records straddle every piece
     path = tmp_path / "rank-0.jsonl"
-    path.write_bytes(b"".join(records.encode(step(0, n)) for n in range(30)))
+    path.write_bytes(b"".join(codec.encode(step(0, n)) for n in range(30)))
     tail = RecordTail(path)
     assert [r.step for r in tail.read(max_bytes=2000)] == list(range(len(
-        [n for n in range(30) if sum(len(records.encode(step(0, k))) for k in range(n + 1))
+        [n for n in range(30) if sum(len(codec.encode(step(0, k))) for k in range(n + 1))
          <= 2000])))
     assert [r.step for r in tail.read()][-1] == 29 and tail.bad == 0
 

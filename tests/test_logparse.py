@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalemon.logparse import EvalLine, LogParser, StepLine, mentions_step, parse_line
+from scalemon.core.logparse import EvalLine, LogParser, StepLine, mentions_step, parse_line
 
 BASE_NEW = ("step 00120/05000 (2.40%) | loss: 5.123456 | lrm: 1.00 | dt: 350.12ms | "
             "tok/sec: 46,795 | bf16_mfu: 0.00 | epoch: 1 pq: 0 rg: 12 | total time: 0.64m | "

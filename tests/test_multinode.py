@@ -10,7 +10,7 @@ import pytest
 
 from scalemon import headless, launch, relay
 from scalemon.cli import run as run_command
-from scalemon.records import StartRecord, StepRecord, SyncTiming
+from scalemon.core.records import StartRecord, StepRecord, SyncTiming
 from scalemon.runstate import RunState
 
 T0 = 1_800_000_000.0

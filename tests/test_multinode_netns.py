@@ -24,8 +24,8 @@ import pytest
 
 from scalemon import relay
 from scalemon.collector import Collector
+from scalemon.core.units import format_duration
 from scalemon.rundir import RunDir
-from scalemon.units import format_duration
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalemon.probes.na import NA, Explained, as_float, is_na, ratio
+from scalemon.core.na import NA, Explained, as_float, is_na, ratio
 
 
 def test_prints_as_na_whatever_the_format_spec():

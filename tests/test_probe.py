@@ -12,15 +12,10 @@ import time
 import pytest
 
 from scalemon.activity import ActivityWriter, activity_path, read_activity
+from scalemon.core.codec import decode
+from scalemon.core.records import CheckpointRecord, EndRecord, StartRecord, StepRecord
 from scalemon.probes import StepProbe
 from scalemon.probes import step as step_module
-from scalemon.records import (
-    CheckpointRecord,
-    EndRecord,
-    StartRecord,
-    StepRecord,
-    decode,
-)
 
 
 def _records(run_dir, rank=0):

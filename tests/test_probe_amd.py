@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from scalemon.core.na import NA
 from scalemon.probes.amd import AmdProbe
-from scalemon.probes.na import NA
 
 MIB = 1024 * 1024
 NOT_SUPPORTED, DRM_ERROR = 2, 6  # amdsmi_status_t values

@@ -11,10 +11,10 @@ import time
 import psutil
 import pytest
 
+from scalemon.core.na import NA
 from scalemon.probes import host
 from scalemon.probes.gpu import GpuSnapshot
 from scalemon.probes.host import HostProbe, HostSnapshot
-from scalemon.probes.na import NA
 from scalemon.probes.system import GpuVendorStatus, SystemProbe
 
 PY = sys.executable

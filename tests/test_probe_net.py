@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from scalemon.probes.na import NA
+from scalemon.core.na import NA
 from scalemon.probes.net import NetProbe, NetSnapshot, interface_toward
 
 CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000

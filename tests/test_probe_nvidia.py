@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
+from scalemon.core.na import NA
 from scalemon.probes.gpu import GpuProbe, GpuSnapshot, probe_gpus
-from scalemon.probes.na import NA
 from scalemon.probes.nvidia import NvidiaProbe
 
 GIB = 1024**3

@@ -10,18 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalemon.records import (
+from scalemon.core.codec import decode, encode
+from scalemon.core.errors import RecordError
+from scalemon.core.records import (
     END_REASONS,
     MAX_RECORD_BYTES,
     SCHEMA_VERSION,
     CheckpointRecord,
     EndRecord,
-    RecordError,
     StartRecord,
     StepRecord,
     SyncTiming,
-    decode,
-    encode,
 )
 
 uints = st.integers(min_value=0, max_value=2**63 - 1)

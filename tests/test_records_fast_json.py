@@ -1,5 +1,6 @@
-"""records.decode's fast paths (orjson, _read_step) give exactly the answers of the reference
-(json.loads, _parse_step): the same records accepted, the same reasons for those rejected."""
+"""codec.decode's fast paths (orjson, record_rules.read_step) give exactly the answers of the
+reference (json.loads, record_rules.parse_step): the same records accepted, the same reasons for
+those rejected."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_records import json_values, mutated, records, step_records
 
-from scalemon import records as codec
-from scalemon.records import RecordError, decode, encode
+from scalemon.core import codec, record_rules
+from scalemon.core.codec import decode, encode
+from scalemon.core.errors import RecordError
+from scalemon.core.records import StepRecord
 
 pytestmark = pytest.mark.skipif(codec.orjson is None, reason="orjson is not installed")
 
@@ -66,8 +69,8 @@ def test_decode_matches_reference_on_mutated_records(record, data):
 
 
 def _decoded_as(parse):
-    # decode() calls a parser through _parse, which turns a missing key into a RecordError.
-    return lambda obj: codec._parse(parse, obj)
+    # decode() calls a parser through checked(), which turns a missing key into a RecordError.
+    return lambda obj: record_rules.checked(parse, obj)
 
 
 _bad_values = (st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats()
@@ -83,8 +86,8 @@ def test_read_step_matches_parse_step(record, data):
         target = obj["sync"]
     key = data.draw(st.sampled_from(sorted(target)))
     target[key] = data.draw(_bad_values)
-    assert (_outcome(_decoded_as(codec._read_step), obj)
-            == _outcome(_decoded_as(codec._parse_step), obj))
+    assert (_outcome(_decoded_as(record_rules.read_step), obj)
+            == _outcome(_decoded_as(record_rules.parse_step), obj))
 
 
 _SYNC = {"exposed": 0.0, "comm": 0.0, "overlap": 0.0, "bytes": 0, "buckets": 0,
@@ -96,17 +99,17 @@ _SYNC = {"exposed": 0.0, "comm": 0.0, "overlap": 0.0, "bytes": 0, "buckets": 0,
                                   _SYNC | {"buckets": 2**63}, _SYNC | {"bytes": 2**63},
                                   _SYNC | {"bytes": -1}])
 def test_bad_sync_is_the_same_error_on_both_paths(sync):
-    obj = json.loads(encode(codec.StepRecord(rank=0, t=0.0, step=0, dt=0.0)))
+    obj = json.loads(encode(StepRecord(rank=0, t=0.0, step=0, dt=0.0)))
     obj["sync"] = sync
-    fast = _outcome(_decoded_as(codec._read_step), obj)
-    assert fast[0] == "error" and fast == _outcome(_decoded_as(codec._parse_step), obj)
+    fast = _outcome(_decoded_as(record_rules.read_step), obj)
+    assert fast[0] == "error" and fast == _outcome(_decoded_as(record_rules.parse_step), obj)
 
 
 def test_slot_filler_fills_every_field():
-    record = decode(encode(codec.StepRecord(rank=1, t=2.0, step=3, dt=0.5, tokens=7, loss=1.5,
+    record = decode(encode(StepRecord(rank=1, t=2.0, step=3, dt=0.5, tokens=7, loss=1.5,
                                             lr=0.1, micro_steps=2, drops=4, lost=5,
                                             phases={"forward": 0.25}, nosync_backward=0.125,
                                             synced_backward=0.375)))
-    assert record == codec.StepRecord(rank=1, t=2.0, step=3, dt=0.5, tokens=7, loss=1.5, lr=0.1,
+    assert record == StepRecord(rank=1, t=2.0, step=3, dt=0.5, tokens=7, loss=1.5, lr=0.1,
                                       micro_steps=2, drops=4, lost=5, phases={"forward": 0.25},
                                       nosync_backward=0.125, synced_backward=0.375)

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from scalemon import headless, records, relay
-from scalemon.records import StartRecord, StepRecord
+from scalemon import headless, relay
+from scalemon.core import codec, records
+from scalemon.core.records import StartRecord, StepRecord
 from scalemon.rundir import RunDir
 from scalemon.runstate import RunState
 
@@ -39,7 +40,7 @@ def config(node_rank, port, secret=SECRET, nproc=1, nnodes=2):
 
 
 def step_line(rank, n):
-    return records.encode(StepRecord(rank=rank, t=T0 + n, step=n, dt=1.0, tokens=512, loss=5.0))
+    return codec.encode(StepRecord(rank=rank, t=T0 + n, step=n, dt=1.0, tokens=512, loss=5.0))
 
 
 def append(run, rank, lines):
@@ -190,7 +191,7 @@ def test_garbage_oversize_and_foreign_ranks_are_dropped_and_counted(runs, port):
 
 def test_node0_down_then_up_catches_up(runs, port):
     node0, node1 = runs
-    source = [records.encode(StartRecord(rank=1, t=T0, pid=7, host="b", world=2, local_rank=0))]
+    source = [codec.encode(StartRecord(rank=1, t=T0, pid=7, host="b", world=2, local_rank=0))]
     source += [step_line(1, n) for n in range(20)]
     append(node1, 1, source)
     client = Client(node1, port)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from real_runs import TINY, rank_records, scalemon
 
-from scalemon.records import EndRecord, StartRecord, StepRecord
+from scalemon.core.records import EndRecord, StartRecord, StepRecord
 
 pytestmark = pytest.mark.slow
 

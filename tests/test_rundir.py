@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from scalemon import records
-from scalemon.records import StepRecord
+from scalemon.core import codec
+from scalemon.core.records import StepRecord
 from scalemon.rundir import RecordTail, RunDir, RunDirError, describe, list_runs, resolve_run
 
 
@@ -17,7 +17,7 @@ def make_run(root, name="r1", **config):
 
 
 def line(step):
-    return records.encode(StepRecord(rank=0, t=1.0 + step, step=step, dt=0.5, tokens=8,
+    return codec.encode(StepRecord(rank=0, t=1.0 + step, step=step, dt=0.5, tokens=8,
                                      loss=3.0))
 
 

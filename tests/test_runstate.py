@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scalemon.activity import Activity
+from scalemon.core.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
 from scalemon.headless import records_text
-from scalemon.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
 from scalemon.runstate import WARMUP_STEPS, RunState
 
 T0 = 1_800_000_000.0

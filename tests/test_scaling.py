@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from scalemon import scaling
-from scalemon.scaling import ModelShape
-from scalemon.units import format_params
+from scalemon.core import scaling
+from scalemon.core.scaling import ModelShape
+from scalemon.core.units import format_params
 
 CHECKED = {  # depth: (dim, params, embedding share, 6N, exact at T=2048, fp32 grad bytes)
     4: (256, "36.7M", 0.91, 220e6, 145e6, 147e6),

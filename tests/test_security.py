@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from scalemon import launch, records
+from scalemon import launch
 from scalemon.collector import Collector
+from scalemon.core import codec, records
+from scalemon.core.records import StepRecord
 from scalemon.probes.step import _MonitorSender
-from scalemon.records import StepRecord
 from scalemon.rundir import RunDir, RunDirError
 
 NOBODY = 65534
@@ -112,7 +113,7 @@ def bind(path: Path) -> str:
 
 
 def step_line(rank: int = 0, step: int = 0) -> bytes:
-    return records.encode(StepRecord(rank=rank, t=1.0 + step, step=step, dt=0.5, tokens=8))
+    return codec.encode(StepRecord(rank=rank, t=1.0 + step, step=step, dt=0.5, tokens=8))
 
 
 @as_root

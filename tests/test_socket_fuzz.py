@@ -19,9 +19,10 @@ from test_records import json_values, record_keys
 from test_records import records as any_record
 
 from scalemon import collector as collector_module
-from scalemon import headless, records
+from scalemon import headless
 from scalemon.collector import Collector
-from scalemon.records import StartRecord, StepRecord
+from scalemon.core import codec, records
+from scalemon.core.records import StartRecord, StepRecord
 from scalemon.rundir import RunDir
 from scalemon.tui.series import LossSeries
 from scalemon.tui.view import build_view
@@ -61,8 +62,8 @@ def deliver(collector: Collector, datagrams: list[bytes]) -> None:
 
 def is_record(data: bytes) -> bool:
     try:
-        records.decode(data)
-    except records.RecordError:
+        codec.decode(data)
+    except codec.RecordError:
         return False
     return True
 
@@ -76,8 +77,8 @@ datagrams = st.one_of(
     json_values.map(as_json),  # JSON that is not a record
     st.dictionaries(record_keys, json_values, max_size=12).map(  # a record's keys, bad values
         lambda obj: as_json({"v": 1, "kind": "step", "rank": 0} | obj)),
-    any_record.map(records.encode),  # valid, with hypothesis' extremes (hostile values)
-    any_record.map(lambda r: records.encode(r)[:-1] + b" \x00"),  # valid, then a NUL
+    any_record.map(codec.encode),  # valid, with hypothesis' extremes (hostile values)
+    any_record.map(lambda r: codec.encode(r)[:-1] + b" \x00"),  # valid, then a NUL
 )
 
 
@@ -103,7 +104,7 @@ def show(state) -> None:
 
 
 def step(n: int) -> bytes:
-    return records.encode(StepRecord(rank=0, t=100.0 + n, step=n, dt=0.5, tokens=8, loss=3.0))
+    return codec.encode(StepRecord(rank=0, t=100.0 + n, step=n, dt=0.5, tokens=8, loss=3.0))
 
 
 INT_FIELDS = ("rank", "step", "tokens", "micro_steps", "drops", "lost")
@@ -137,7 +138,7 @@ def largest_datagram(path: Path) -> int:
 def padded_start(size: int) -> bytes:
     """A valid start record of exactly `size` bytes."""
     def encoded(pad: int) -> bytes:
-        return records.encode(StartRecord(rank=0, t=1.0, pid=1, host="h", world=2,
+        return codec.encode(StartRecord(rank=0, t=1.0, pid=1, host="h", world=2,
                                           local_rank=0, meta={"pad": "x" * pad}))
     return encoded(size - len(encoded(0)))
 
@@ -189,7 +190,8 @@ def test_replay_counts_bad_lines_without_an_event(tmp_path):
 
 SENDER = """
 import itertools, socket, sys
-from scalemon.records import StepRecord, encode
+from scalemon.core.records import StepRecord
+from scalemon.core.codec import encode
 path, count = sys.argv[1], int(sys.argv[2])  # count 0: send for ever
 # Faster than any reader: a record made once, its step number filled in by % formatting.
 record = encode(StepRecord(rank=0, t=100.0, step=987654321, dt=0.5, tokens=8, loss=3.0))

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from scalemon.records import StepRecord, decode
+from scalemon.core.codec import decode
+from scalemon.core.records import StepRecord
 
 WORKER = Path(__file__).with_name("sync_truth_worker.py")
 WORLD = 2

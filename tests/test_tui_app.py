@@ -22,7 +22,7 @@ from tui_fakes import (
     system_snapshot,
 )
 
-from scalemon.records import StepRecord
+from scalemon.core.records import StepRecord
 from scalemon.tui.app import ScalemonApp
 from scalemon.tui.feed import Feed, FeedFailed, ViewUpdated
 from scalemon.tui.screens import ConfirmStop, HelpScreen

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.style import Style
 
-from scalemon import scaling
+from scalemon.core import scaling
 from scalemon.tui.braille import BrailleCanvas
 from scalemon.tui.chart import Baseline, loss_chart, value_range
 from scalemon.tui.clock import finish_time

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from tui_fakes import T0, frozen_state, frozen_view, screen_text, system_snapshot
 
-from scalemon.records import EndRecord
+from scalemon.core.records import EndRecord
 from scalemon.tui.app import ScalemonApp
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from scalemon.units import (
+from scalemon.core.units import (
     format_bytes,
     format_count,
     format_duration,

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
+from scalemon.core.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
 from scalemon.probes.gpu import GpuProcess, GpuSnapshot
 from scalemon.probes.host import HostSnapshot, ProcessSnapshot
 from scalemon.probes.net import NetSnapshot, NicSnapshot
 from scalemon.probes.system import GpuVendorStatus, SystemSnapshot
-from scalemon.records import CheckpointRecord, EndRecord, StartRecord, StepRecord, SyncTiming
 from scalemon.runstate import RunState
 from scalemon.tui.series import LossSeries
 from scalemon.tui.view import build_view

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from scalemon.units import format_count, format_duration, format_money, format_percent
+from scalemon.core.units import format_count, format_duration, format_money, format_percent
 
 from .clock import finish_time
 from .panel import Panel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.reactive import reactive
 
-from scalemon.units import format_count, format_duration, format_params
+from scalemon.core.units import format_count, format_duration, format_params
 
 from .glyphs import bar
 from .panel import Panel

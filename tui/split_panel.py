@@ -6,8 +6,8 @@ import math
 
 from rich.text import Text
 
+from scalemon.core.units import format_bytes, format_duration, format_percent, format_rate
 from scalemon.runstate import Split
-from scalemon.units import format_bytes, format_duration, format_percent, format_rate
 
 from .glyphs import segments, sparkline
 from .panel import Panel

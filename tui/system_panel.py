@@ -6,7 +6,7 @@ import math
 
 from rich.text import Text
 
-from scalemon.units import format_bytes, format_rate
+from scalemon.core.units import format_bytes, format_rate
 
 from .glyphs import sparkline
 from .panel import Panel

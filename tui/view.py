@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from scalemon import scaling
+from scalemon.core import scaling
 from scalemon.headless import nodes_text, sync_model_text
 from scalemon.runstate import ENDED_STATES, Eta, Event, RunState, Split, Straggler
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scalemon import scaling
+from scalemon.core import scaling
 
 WHAT_IF_DEVICES = ("h100", "a100", "rtx4090")
 WHAT_IF_MFU = 0.4  # the same assumption as `scalemon plan --mfu`

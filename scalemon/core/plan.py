@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from scalemon import scaling
-from scalemon.units import (
+from scalemon.core import scaling
+from scalemon.core.units import (
     format_bytes,
     format_count,
     format_duration,
