@@ -1,6 +1,6 @@
 # One-command entry points for a fresh machine (see README.md).
 #   make run    set up .venv and start `scalemon run --depth 4 --backend gloo`
-#   make test   set up .venv, lint (ruff, import-linter) and run the test suite
+#   make test   set up .venv, lint (ruff, import-linter, mypy) and run the test suite
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 VENV := .venv
@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/scalemon run --depth 4 --backend gloo
 
+# The checkout is the package: scalemon/tui and scalemon/probes are symlinks to tui/ and
+# probes/, so import-linter and mypy read the source tree itself.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
@@ -35,7 +38,7 @@ test: lint pytest
 # `make fuzz FUZZ_EXAMPLES=50000` to search longer. `make test` replays a fixed set.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),5000) $(BIN)/pytest -q -p no:cacheprovider \
-		$(shell grep -l '^from hypothesis' tests/test_*.py)
+		$(shell grep -l '^from hypothesis' tests/*/test_*.py)
 
 # One table of every figure (bench/suite.py); `make bench QUICK=1` for a short smoke run.
 bench: $(STAMP)

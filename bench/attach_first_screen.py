@@ -25,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from runs import make_run  # bench/runs.py: run dirs of realistic records, written fast
+from runs import (  # bench/runs.py: run dirs of realistic records, written fast
+    make_run,
+    write_config,
+)
 
 TARGET_S = 1.5
 STATUS = re.compile(rb"^\d\d:\d\d:\d\d \w+\s+step ")
@@ -76,7 +79,7 @@ def main() -> None:
         root = Path(tmp)
         env = {**os.environ, "SCALEMON_HOME": str(root)}
         run = make_run(root, options.steps)
-        supervisor = subprocess.Popen([sys.executable, "-c", SLEEP, "-m", "scalemon.supervise",
+        supervisor = subprocess.Popen([sys.executable, "-c", SLEEP, "-m", "scalemon.run.supervise",
                                        str(run.path)])
         rank = subprocess.Popen([sys.executable, "-c", SLEEP],
                                 env={**env, "SCALEMON_RUN_DIR": str(run.path), "RANK": "0"})
@@ -86,11 +89,7 @@ def main() -> None:
         with open(log, "ab") as out:
             plain = subprocess.Popen([sys.executable, "-c", SLEEP], stdout=out)
         helpers += [supervisor, rank, plain]
-        run.write_config({"schema": 1, "name": "bench", "created": time.time(),
-                          "model": {"depth": 4, "vocab": 65536}, "train": {"steps":
-                                                                           10 * options.steps},
-                          "launch": {"world_size": 2, "nnodes": 1},
-                          "pids": {"supervisor": supervisor.pid}})
+        write_config(run, options.steps, pids={"supervisor": supervisor.pid})
         try:
             time.sleep(0.5)  # the helpers have started
             startup = []

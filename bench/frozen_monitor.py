@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scalemon-frozen-") as tmp:
         home = Path(tmp)
         os.environ["SCALEMON_HOME"] = str(home)
-        from scalemon import launch
+        from scalemon.run import launch
 
         run = launch.create_run(launch.RunOptions(
             name="frozen", depth=1, vocab=256, seq_len=64, device_batch=4, tokens_per_step=1024,

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--records N] [--seconds S]
 
-A real Collector, on a run dir of its own, takes realistic step records (phases
+A real RunDirSource, on a run dir of its own, takes realistic step records (phases
 and sync, two ranks, every record distinct) three ways:
 
 - files: N records in two rank files, folded from the run dir (RecordTail,
@@ -32,8 +32,8 @@ from pathlib import Path
 
 from runs import make_run, step_template, write_config
 
-from scalemon.collector import Collector
-from scalemon.rundir import RunDir
+from scalemon.io.rundir import RunDir
+from scalemon.sources.rundir import RunDirSource
 
 TARGET = 50_000
 
@@ -71,7 +71,7 @@ def fold_files(root: Path, count: int) -> dict:
     run = make_run(root, count // 2, name="files")
     write_config(run, count // 2)
     t0 = time.perf_counter()
-    collector = Collector(run, live=False)
+    collector = RunDirSource(run, live=False)
     seconds = time.perf_counter() - t0
     folded = collector.state.records - 2  # less the start records
     collector.close()
@@ -82,9 +82,9 @@ def through_socket(root: Path, name: str, count: int, rate: float) -> dict:
     """Send `count` datagrams at `rate` a second (0: flat out, blocking) to a collector."""
     run = RunDir.create(root / "runs" / name)
     write_config(run, count)
-    collector = Collector(run)
+    collector = RunDirSource(run)
     sender = subprocess.Popen([sys.executable, "-c", SENDER, str(Path(__file__).parent),
-                               str(collector.sock_path), str(count), str(rate), "0"],
+                               str(collector.socket.path), str(count), str(rate), "0"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         sender.stdout.readline()  # encoded, connected

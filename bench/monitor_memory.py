@@ -8,7 +8,7 @@ then runs each monitor on it in a child process and reads the child's peak
 resident memory (ru_maxrss, from wait4) against the 150 MB target:
 
 - `scalemon replay RUN --json`: the whole history folded before anything shows;
-- a live monitor (Collector, as `scalemon attach` and the screen use it): its
+- a live monitor (RunDirSource, as `scalemon attach` and the screen use it): its
   first state from the files' tails, then the rest folded in its polls.
 
 No asserts (DESIGN.md: benchmarks are ratios measured in one run).
@@ -44,14 +44,14 @@ LIVE = f"""
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from scalemon.collector import Collector
-from scalemon.rundir import RunDir
-collector = Collector(RunDir(Path(sys.argv[1])))
+from scalemon.sources.rundir import RunDirSource
+from scalemon.io.rundir import RunDir
+source = RunDirSource(RunDir(Path(sys.argv[1])))
 first = time.perf_counter() - t0
-while collector.history_pending:
-    collector.poll(0.25)
+while source.history_pending:
+    source.poll(0.25)
 print(json.dumps({{"first_s": first, "full_s": time.perf_counter() - t0,
-                  "steps": len(collector.state.loss_steps)}}))
+                  "steps": len(source.state.loss_steps)}}))
 {PEAK}
 """
 
@@ -81,7 +81,7 @@ def main() -> None:
         write_s = time.perf_counter() - t0
         size = sum(path.stat().st_size for path in run.rank_files())
         env = {**os.environ, "SCALEMON_HOME": str(root)}
-        _, python_mb, _ = run_child(f"import sys, scalemon.collector\n{PEAK}", [], env)
+        _, python_mb, _ = run_child(f"import sys, scalemon.sources.rundir\n{PEAK}", [], env)
         replay_s, replay_mb, _ = run_child(CLI, ["replay", str(run.path), "--json"], env)
         _, live_mb, text = run_child(LIVE, [str(run.path)], env)
     live = json.loads(text)

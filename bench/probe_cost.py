@@ -22,14 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_probe_amd import FakeAmdSmi  # noqa: E402
-from test_probe_nvidia import FakeNvml  # noqa: E402
+from support.hardware import FakeAmdSmi, FakeNvml  # noqa: E402
 
-from scalemon.probes.amd import AmdProbe  # noqa: E402
-from scalemon.probes.host import HostProbe  # noqa: E402
-from scalemon.probes.net import NetProbe, interface_toward  # noqa: E402
-from scalemon.probes.nvidia import NvidiaProbe  # noqa: E402
 from scalemon.probes.system import SystemProbe  # noqa: E402
+from scalemon.probes.system.amd import AmdProbe  # noqa: E402
+from scalemon.probes.system.host import HostProbe  # noqa: E402
+from scalemon.probes.system.net import NetProbe, interface_toward  # noqa: E402
+from scalemon.probes.system.nvidia import NvidiaProbe  # noqa: E402
 
 LAUNCHER = """
 import subprocess, sys, time

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from scalemon.core import codec
+from scalemon.core.config import RunConfig
 from scalemon.core.records import StartRecord, StepRecord, SyncTiming
-from scalemon.rundir import RunDir
+from scalemon.io.rundir import RunDir
 
 # Marker values, each replaced by a format field after encoding once.
 _T, _STEP, _LOSS, _READY = 1111111111.25, 987654321, 7.5, 1111111110.75
@@ -62,6 +63,7 @@ def make_run(root: Path, steps: int, ranks: int = 2, name: str = "bench") -> Run
 
 
 def write_config(run: RunDir, steps: int, ranks: int = 2, pids: dict | None = None) -> None:
-    run.write_config({"schema": 1, "name": run.path.name, "created": time.time(),
-                      "model": {"depth": 4, "vocab": 65536}, "train": {"steps": 10 * steps},
-                      "launch": {"world_size": ranks, "nnodes": 1}, "pids": pids or {}})
+    run.write_config(RunConfig.from_dict({
+        "schema": 1, "name": run.path.name, "created": time.time(),
+        "model": {"depth": 4, "vocab": 65536}, "train": {"steps": 10 * steps},
+        "launch": {"world_size": ranks, "nnodes": 1}, "pids": pids or {}}))

@@ -3,7 +3,7 @@
     .venv/bin/python bench/tui_cost.py [--seconds 30] [--depth 2 --vocab 8192]
 
 Starts a training run (two gloo ranks on this machine), then the screen in a
-tmux pane at 100x30 watching it through the real collector (live socket, run
+tmux pane at 100x30 watching it through the real source (live socket, run
 dir files, system probes). Prints, as ratios to the targets of issue 5:
 
 - the monitor's CPU time over the watch (every thread: the feed's polls and
@@ -58,8 +58,8 @@ def thread_cpu() -> dict[str, float]:
 
 def monitor(run_path: str, out: str, seconds: float) -> None:
     """The child: the screen on a real terminal, noting when each view reaches it."""
-    from scalemon.collector import Collector
-    from scalemon.rundir import RunDir
+    from scalemon.io.rundir import RunDir
+    from scalemon.sources.rundir import RunDirSource
     from scalemon.tui.app import ScalemonApp
     from scalemon.tui.feed import ViewUpdated
 
@@ -76,7 +76,7 @@ def monitor(run_path: str, out: str, seconds: float) -> None:
                 self.start = (time.monotonic(), cpu_seconds())
                 self.threads = thread_cpu()
                 self.set_timer(seconds, self.finish)
-            self.call_after_refresh(self.frame_out, message.view.step)
+            self.call_after_refresh(self.frame_out, message.view.summary.step)
 
         def frame_out(self, step: int) -> None:
             self.frames.append((time.time(), step))
@@ -89,13 +89,13 @@ def monitor(run_path: str, out: str, seconds: float) -> None:
                 "views": self.feed.views_posted if self.feed else 0}))
             self.exit("quit")
 
-    with Collector(RunDir(Path(run_path)), system=True) as collector:
-        TimedApp(collector, price=2.0, stop_run=lambda: False).run()
+    with RunDirSource(RunDir(Path(run_path)), system=True) as source:
+        TimedApp(source, price=2.0, stop_run=lambda: False).run()
 
 
 def start_run(home: Path, depth: int, vocab: int):
     os.environ["SCALEMON_HOME"] = str(home)
-    from scalemon import launch
+    from scalemon.run import launch
 
     run = launch.create_run(launch.RunOptions(name="bench", depth=depth, vocab=vocab,
                                               backend="gloo", steps=100_000,
@@ -105,7 +105,7 @@ def start_run(home: Path, depth: int, vocab: int):
 
 
 def stop_run(run) -> None:
-    from scalemon import launch
+    from scalemon.run import launch
 
     launch.stop_and_wait(run)
 

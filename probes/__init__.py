@@ -1,4 +1,5 @@
-"""Probes: the in-trainer step probe and the host, network and GPU pollers."""
+"""Probes. `step/` runs inside the trainer (the step probe: `from scalemon.probes import
+StepProbe`); `system/` polls from the monitor (host, network, GPUs)."""
 
 from scalemon.probes.step import StepProbe
 

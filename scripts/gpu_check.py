@@ -46,7 +46,7 @@ while True:
 def importable_scalemon(tmp: Path) -> str | None:
     """Make `scalemon.probes` importable; returns a directory children need on PYTHONPATH."""
     try:
-        importlib.import_module("scalemon.probes.nvidia")
+        importlib.import_module("scalemon.probes.system.nvidia")
         return None
     except ImportError:
         pass
@@ -122,7 +122,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 def workload_pid(proc: subprocess.Popen, kind: str) -> tuple[int | None, dict[int, int]]:
     """The pid that holds the GPU (rank 0 under torchrun) and the run's {pid: rank}."""
-    from scalemon.probes.host import HostProbe
+    from scalemon.probes.system.host import HostProbe
 
     if kind != "trainer":
         return proc.pid, {}
@@ -225,7 +225,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="scalemon-gpu-check-"))
     pythonpath = importable_scalemon(tmp)
-    from scalemon.probes.nvidia import NvidiaProbe
+    from scalemon.probes.system.nvidia import NvidiaProbe
 
     probe = NvidiaProbe(pcie_period_s=1.0)
     if not probe.available or not probe.sample():

@@ -1,6 +1,6 @@
-"""The live screen: `run_screen(collector, ...)` shows a run until the person quits.
+"""The live screen: `run_screen(source, ...)` shows a run until the person quits.
 
-The app never touches the collector: a `Feed` thread polls it and posts
+The app never touches the source: a `Feed` thread polls it and posts
 `ViewUpdated` messages, and the app hands each view to the panels. Quitting
 leaves the run training (its supervisor has a session of its own); `s` asks
 the supervisor to stop it gracefully.
@@ -19,6 +19,8 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
 from textual.widgets import Footer
+
+from scalemon.sources.base import Source
 
 from .eta_panel import EtaPanel
 from .events_panel import EventsPanel
@@ -52,11 +54,11 @@ class ScalemonApp(App[str]):
         *(Binding(str(i), f"panel('{name}')", show=False) for i, name in enumerate(PANELS, 1)),
     ]
 
-    def __init__(self, collector=None, *, price: float | None = None,
+    def __init__(self, source: Source | None = None, *, price: float | None = None,
                  stop_run: Callable[[], bool] | None = None, quit_hint: str = "",
                  view: ViewData | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
-        self.collector = collector
+        self.source = source
         self.price = price
         self.stop_run = stop_run
         self.quit_hint = quit_hint
@@ -83,9 +85,8 @@ class ScalemonApp(App[str]):
         self._on_hangup(self.exit, "quit")
         if self.latest is not None:
             self.show(self.latest)
-        if self.collector is not None:
-            self.feed = Feed(self.collector, self.post_message, price=self.price,
-                             clock=self.clock)
+        if self.source is not None:
+            self.feed = Feed(self.source, self.post_message, price=self.price, clock=self.clock)
             self.feed.start()
 
     def on_unmount(self) -> None:
@@ -115,8 +116,9 @@ class ScalemonApp(App[str]):
     def show(self, view: ViewData, full: bool = True) -> None:
         """Hand the view to the panels; the slow ones only take full views (see Feed)."""
         # A failed trainer's last stderr lines need more room than the usual few events.
-        if self.screen.has_class("-trainer-failed") != bool(view.stderr_tail):
-            self.screen.set_class(bool(view.stderr_tail), "-trainer-failed")
+        failed = bool(view.summary.stderr_tail)
+        if self.screen.has_class("-trainer-failed") != failed:
+            self.screen.set_class(failed, "-trainer-failed")
         for panel in self.panels:
             if full or not panel.SLOW:
                 panel.view = view
@@ -124,8 +126,11 @@ class ScalemonApp(App[str]):
     # --- keys -----------------------------------------------------------------------------
 
     def action_leave(self) -> None:
-        done = self.latest is not None and self.latest.done
-        self.exit(self.latest.state if done else "quit")
+        latest = self.latest
+        if latest is not None and latest.summary.done:
+            self.exit(latest.summary.phase.value)
+        else:
+            self.exit("quit")
 
     async def action_quit(self) -> None:
         self.action_leave()  # ctrl+q, Textual's own quit key, says the same as q
@@ -133,15 +138,16 @@ class ScalemonApp(App[str]):
     def action_stop_run(self) -> None:
         if self.stop_run is None:
             self.notify("this screen cannot stop the run", severity="warning")
-        elif self.latest is not None and self.latest.done:
-            self.notify(f"the run has already ended ({self.latest.state})")
+        elif self.latest is not None and self.latest.summary.done:
+            self.notify(f"the run has already ended ({self.latest.summary.phase.value})")
         else:
-            name = self.latest.info.name if self.latest else "this run"
+            name = self.latest.summary.info.name if self.latest else "this run"
             self.push_screen(ConfirmStop(name), self._stop_confirmed)
 
     def _stop_confirmed(self, stop: bool | None) -> None:
         if not stop:
             return
+        assert self.stop_run is not None  # action_stop_run only asks when there is one
         if self.stop_run():
             self.notify("stop requested: the ranks checkpoint and exit", title="stopping")
         else:
@@ -178,16 +184,16 @@ class ScalemonApp(App[str]):
         self.push_screen(HelpScreen(self.quit_hint))
 
 
-def run_screen(collector, *, price: float | None, on_quit_hint: str,
+def run_screen(source: Source, *, price: float | None, on_quit_hint: str,
                stop_run: Callable[[], bool]) -> str:
     """Show the live screen until the person quits.
 
     Returns "quit" when they left the run going, or the run's final state
     (finished, stopped, failed) when it had ended. `on_quit_hint` (how to
-    attach again) is printed after a "quit". The caller owns the collector;
+    attach again) is printed after a "quit". The caller owns the source;
     it is idle again when this returns.
     """
-    app = ScalemonApp(collector, price=price, stop_run=stop_run, quit_hint=on_quit_hint)
+    app = ScalemonApp(source, price=price, stop_run=stop_run, quit_hint=on_quit_hint)
     try:
         result = app.run() or "quit"
     finally:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
+from scalemon.state.series import Bucket, columns
+
 from .braille import BrailleCanvas
-from .series import Bucket, columns
 
 GUTTER = 6  # "11.09┤": the y labels and the axis
 RAW, SMOOTH = 10, 11  # layers above every baseline's

@@ -24,34 +24,34 @@ class EtaPanel(Panel):
             speed.append(f" {view.mfu.note}", style=dim)
         else:
             speed.append(f"MFU N/A ({view.mfu.note})", style=dim)
-        if view.eta is not None:
+        if view.summary.eta is not None:
             speed.append(" · ")
-            speed.append(f"{format_count(view.eta.tok_s)} tok/s", style=em)
-            speed.append(f" · {format_duration(view.eta.step_s)}/step")
+            speed.append(f"{format_count(view.summary.eta.tok_s)} tok/s", style=em)
+            speed.append(f" · {format_duration(view.summary.eta.step_s)}/step")
         lines.append(speed)
         lines += self._what_if(view)
         return Text("\n").join(lines)
 
     def _eta(self, view: ViewData) -> list[Text]:
         dim, em = self.style("panel--dim"), self.style("panel--em")
-        eta = view.eta
-        if not view.horizon:
-            return [Text(f"ETA unknown: {view.eta_missing or 'no horizon'}", style=dim)]
-        if view.state == "finished" or (eta is not None and eta.remaining_steps == 0):
+        eta = view.summary.eta
+        if not view.summary.horizon:
+            return [Text(f"ETA unknown: {view.summary.eta_missing or 'no horizon'}", style=dim)]
+        if view.summary.phase == "finished" or (eta is not None and eta.remaining_steps == 0):
             return [Text("horizon reached", style=self.style("panel--good"))]
-        if view.state in ("stopped", "failed"):
-            done = max(view.step + 1, 0)
-            return [Text(f"no ETA: the run {view.state} at step {done:,} of {view.horizon:,}",
-                         style=self.style("panel--warn"))]
+        if view.summary.phase in ("stopped", "failed"):
+            done = max(view.summary.step + 1, 0)
+            return [Text(f"no ETA: the run {view.summary.phase} at step {done:,} of "
+                         f"{view.summary.horizon:,}", style=self.style("panel--warn"))]
         if eta is None:
             return [Text("ETA after a few steps past warm-up", style=dim)]
         first = Text.assemble("ETA ", (format_duration(eta.mid_s), em))
         low, high = format_duration(eta.low_s), format_duration(eta.high_s)
         if low != high:
             first.append(f" ({low} to {high})", style=dim)
-        second = Text.assemble("finishes ", (finish_time(view.now, eta.mid_s), em),
+        second = Text.assemble("finishes ", (finish_time(view.summary.now, eta.mid_s), em),
                                f" · {eta.remaining_steps:,} steps left")
-        if view.state == "stalled":
+        if view.summary.phase == "stalled":
             first.append(" once it moves again (stalled)", style=self.style("panel--warn"))
         return [first, second]
 
@@ -59,11 +59,11 @@ class EtaPanel(Panel):
         dim = self.style("panel--dim")
         if not view.what_if:
             return []
-        whole = view.horizon is not None and view.what_if_steps == view.horizon
+        whole = view.summary.horizon is not None and view.what_if_steps == view.summary.horizon
         span = "the whole run" if whole else "the rest"
         price = f", ${view.price:.2f}/h" if view.price is not None else ""
         lines = [Text(f"what if, {span} at {WHAT_IF_MFU:.0%} MFU{price}", style=dim)]
-        eta = view.eta
+        eta = view.summary.eta
         if eta is not None:
             here_s = eta.step_s * view.what_if_steps
             lines.append(self._row("here", eta.tok_s, here_s, None, self.style("panel--em")))

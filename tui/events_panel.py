@@ -17,21 +17,22 @@ class EventsPanel(Panel):
     COMPONENT_CLASSES = {"events--info", "events--warn", "events--error"}
 
     def title(self, view: ViewData) -> str:
-        return f"{self.TITLE} ({view.event_count})" if view.event_count else self.TITLE
+        count = view.summary.event_count
+        return f"{self.TITLE} ({count})" if count else self.TITLE
 
     def content(self, view: ViewData) -> Text:
         height = max(1, self.size.height)
         tail = []
-        if view.stderr_tail and height >= 3:
+        if view.summary.stderr_tail and height >= 3:
             # One line for the newest event (the exit), one for this heading, the rest for
             # the trainer's last words, newest kept.
             tail.append(Text("last lines of the trainer's stderr:", style=self.style("panel--dim")))
             tail += [Text(f"  {line}", style=self.style("events--error"))
-                     for line in view.stderr_tail[-(height - 2):]]
+                     for line in view.summary.stderr_tail[-(height - 2):]]
         lines = []
         if view.nodes_behind:  # a condition now, not an event: it stays on top while it lasts
             lines.append(Text(f"! {view.nodes_behind}", style=self.style("events--warn")))
-        for event in view.events[-max(1, height - len(tail) - len(lines)):]:
+        for event in view.summary.events[-max(1, height - len(tail) - len(lines)):]:
             line = Text()
             line.append(f"{clock(event.t)} ", style=self.style("panel--dim"))
             line.append(f"{MARK.get(event.level, '-'):<2} {event.text}",

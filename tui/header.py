@@ -6,10 +6,11 @@ from rich.text import Text
 from textual.reactive import reactive
 
 from scalemon.core.units import format_count, format_duration, format_params
+from scalemon.state.summary import RunInfo
 
 from .glyphs import bar
 from .panel import Panel
-from .view import RunInfo, ViewData
+from .view import ViewData
 
 STATE_STYLE = {"training": "panel--good", "finished": "panel--good", "starting": "panel--warn",
                "stalled": "panel--warn", "stopped": "panel--warn", "failed": "panel--bad"}
@@ -54,14 +55,14 @@ class RunTitle(Panel):
 
     def content(self, view: ViewData) -> Text:
         width = max(1, self.size.width)
-        badge = Text(f" {view.state.upper()} ",
-                     style=self.style(STATE_STYLE.get(view.state, "panel--dim")))
+        badge = Text(f" {view.summary.phase.upper()} ",
+                     style=self.style(STATE_STYLE.get(view.summary.phase, "panel--dim")))
         if self.paused:
             badge = Text(" PAUSED (p) ", style=self.style("panel--warn")) + " " + badge
         room = width - badge.cell_len - 1
-        text = describe(view.info)
+        text = describe(view.summary.info)
         if len(text) > room:
-            text = describe(view.info, compact=True)
+            text = describe(view.summary.info, compact=True)
         line = Text(text, style=self.style("panel--em"))
         line.truncate(max(1, room), overflow="ellipsis")
         line.pad_right(width - line.cell_len - badge.cell_len)
@@ -81,18 +82,19 @@ class RunProgress(Panel):
 
     def content(self, view: ViewData) -> Text:
         width = max(1, self.size.width)
-        done = max(view.step + 1, 0)
+        done = max(view.summary.step + 1, 0)
         line = Text(f"step {done:,}")
         age = ""
-        since = view.now - view.last_step_t if view.last_step_t is not None else 0.0
-        if since >= 2 and not view.done:  # only when it says something: a slow or stuck step
+        summary = view.summary
+        since = summary.now - summary.last_step_t if summary.last_step_t is not None else 0.0
+        if since >= 2 and not summary.done:  # only when it says something: a slow or stuck step
             age = f" · last step {format_duration(since)} ago"
-        if view.eta is not None and view.eta.tok_s == view.eta.tok_s:
-            age = f" · {format_count(view.eta.tok_s)} tok/s" + age
-        if not view.horizon:
+        if view.summary.eta is not None and view.summary.eta.tok_s == view.summary.eta.tok_s:
+            age = f" · {format_count(view.summary.eta.tok_s)} tok/s" + age
+        if not view.summary.horizon:
             return line + Text(" (no horizon)" + age, style=self.style("panel--dim"))
-        fraction = min(1.0, done / view.horizon)
-        line.append(f"/{view.horizon:,} ")
+        fraction = min(1.0, done / view.summary.horizon)
+        line.append(f"/{view.summary.horizon:,} ")
         tail = f" {fraction:.1%}"
         room = width - line.cell_len - len(tail) - len(age)
         if room >= 8:

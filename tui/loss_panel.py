@@ -38,18 +38,18 @@ class LossPanel(Panel):
     def content(self, view: ViewData) -> Text:
         width, height = max(1, self.size.width), max(2, self.size.height)
         count = X_MODES[self.x_mode][1]
-        buckets = view.loss_all if count is None else view.loss_recent[-count:]
+        buckets = view.summary.loss_all if count is None else view.summary.loss_recent[-count:]
         wide = width >= WIDE
         baselines = []
-        for (short, long), value, layer in ((("lnV", "ln V"), view.ln_vocab, 0),
-                                            (("H1", "unigram H"), view.unigram_entropy, 1),
-                                            (("Hr", "entropy rate"), view.entropy_rate, 2)):
+        for (short, long), value, layer in ((("lnV", "ln V"), view.summary.ln_vocab, 0),
+                                            (("H1", "unigram H"), view.summary.unigram_entropy, 1),
+                                            (("Hr", "entropy rate"), view.summary.entropy_rate, 2)):
             if value is not None and math.isfinite(value):
                 baselines.append(Baseline(long if wide else short, value, layer))
         styles = {0: self.style("loss--lnv"), 1: self.style("loss--unigram"),
                   2: self.style("loss--rate"), 10: self.style("loss--raw"),
                   11: self.style("loss--smooth")}
-        cap = 1.5 * view.ln_vocab if view.ln_vocab else None
+        cap = 1.5 * view.summary.ln_vocab if view.summary.ln_vocab else None
         numbers = [self._numbers(view)]
         cut = numbers[0].plain.rfind(" · ")
         if numbers[0].cell_len > width and cut > 0:  # narrow: the distance gets its own line
@@ -60,18 +60,19 @@ class LossPanel(Panel):
 
     def _numbers(self, view: ViewData) -> Text:
         line = Text()
-        if view.loss is None:
+        if view.summary.loss is None:
             return line.append("no loss yet", style=self.style("panel--dim"))
-        if not math.isfinite(view.loss):
-            return line.append(f"loss {view.loss}", style=self.style("panel--bad"))
+        if not math.isfinite(view.summary.loss):
+            return line.append(f"loss {view.summary.loss}", style=self.style("panel--bad"))
         line.append("loss ")
-        line.append(f"{view.loss:.3f}", style=self.style("loss--raw") + self.style("panel--em"))
-        if view.smoothed_loss is not None:
+        line.append(f"{view.summary.loss:.3f}",
+                    style=self.style("loss--raw") + self.style("panel--em"))
+        if view.summary.smoothed_loss is not None:
             line.append(" · smoothed ")
-            line.append(f"{view.smoothed_loss:.3f}",
+            line.append(f"{view.summary.smoothed_loss:.3f}",
                         style=self.style("loss--smooth") + self.style("panel--em"))
-        if view.ln_vocab:
-            below = view.ln_vocab - view.loss
+        if view.summary.ln_vocab:
+            below = view.summary.ln_vocab - view.summary.loss
             side, style = ("below", "panel--good") if below >= 0 else ("above", "panel--bad")
             line.append(" · ")
             line.append(f"{abs(below):.2f} nats {side} ln V", style=self.style(style))

@@ -7,7 +7,7 @@ import math
 from rich.text import Text
 
 from scalemon.core.units import format_bytes, format_duration, format_percent, format_rate
-from scalemon.runstate import Split
+from scalemon.state.analysis import Split
 
 from .glyphs import segments, sparkline
 from .panel import Panel
@@ -24,14 +24,14 @@ class SplitPanel(Panel):
     COMPONENT_CLASSES = {f"split--{name}" for name, _, _ in PARTS}
 
     def title(self, view: ViewData) -> str:
-        if view.split is None:
+        if view.summary.split is None:
             return self.TITLE
-        return f"{self.TITLE} · median of {view.split.steps} rank-steps"
+        return f"{self.TITLE} · median of {view.summary.split.steps} rank-steps"
 
     def content(self, view: ViewData) -> Text:
-        split = view.split
+        split = view.summary.split
         if split is None or not split.total > 0:
-            why = view.split_missing or "waiting"
+            why = view.summary.split_missing or "waiting"
             text = "waiting for steps after warm-up" if why == "waiting" else f"split {why}"
             return Text(text, style=self.style("panel--dim"))
         width = max(10, self.size.width)
@@ -57,8 +57,9 @@ class SplitPanel(Panel):
         return line + Text(total, style=self.style("panel--em"))
 
     def _regime(self, view: ViewData) -> Text:
-        style = self.style(REGIME_STYLE.get(view.regime, "panel--warn"))
-        return Text.assemble((view.regime, style + self.style("panel--em")), f": {view.advice}")
+        style = self.style(REGIME_STYLE.get(view.summary.regime, "panel--warn"))
+        return Text.assemble((view.summary.regime, style + self.style("panel--em")),
+                             f": {view.summary.advice}")
 
     def _legend(self, split: Split, width: int) -> list[Text]:
         per_row = max(1, min(3, (width + 1) // 19))
@@ -81,7 +82,7 @@ class SplitPanel(Panel):
         return rows
 
     def _sync_history(self, view: ViewData, width: int) -> Text:
-        history = view.sync_history
+        history = view.summary.sync_history
         if not history:
             return Text("sync share: no steps yet", style=self.style("panel--dim"))
         now = history[-1]
@@ -95,12 +96,12 @@ class SplitPanel(Panel):
 
     def _comm(self, view: ViewData, split: Split) -> list[Text]:
         dim = self.style("panel--dim")
-        if (view.info.world or 1) < 2:
+        if (view.summary.info.world or 1) < 2:
             return [Text("one rank: no gradient sync", style=dim)]
         if split.comm <= 0:
             return [Text("no gradient sync measured (no comm hook?)", style=dim)]
         hidden = max(0.0, split.comm - split.sync)
-        straggler = view.straggler
+        straggler = view.summary.straggler
         lines = [Text("no straggler measured yet", style=dim)]
         if straggler is not None and math.isfinite(straggler.wait_s):
             lines = [Text(f"rank {straggler.rank} slowest: peers wait "
@@ -109,7 +110,7 @@ class SplitPanel(Panel):
         lines.append(Text(f"comm {format_duration(split.comm)}, {format_duration(split.sync)} "
                           f"exposed, {format_percent(hidden / split.comm)} hidden"))
         rate = Text(f"{format_bytes(split.bytes)}/step at {format_rate(split.bus_bit_s)}")
-        if view.net_bytes_per_step is not None:
-            rate.append(f" · {format_bytes(view.net_bytes_per_step)} sent", style=dim)
+        if view.summary.net_bytes_per_step is not None:
+            rate.append(f" · {format_bytes(view.summary.net_bytes_per_step)} sent", style=dim)
         lines.append(rate)
         return lines

@@ -21,12 +21,12 @@ class SystemPanel(Panel):
     TITLE = "System"
 
     def content(self, view: ViewData) -> Text:
-        snapshot = view.system
+        snapshot = view.summary.system
         if snapshot is None:
             return Text("no system readings (yet)", style=self.style("panel--dim"))
         width = max(10, self.size.width)
         lines = [*self._cpu(snapshot.host, width), self._memory(snapshot.host)]
-        lines.append(self._network(snapshot, view.net_bytes_per_step))
+        lines.append(self._network(snapshot, view.summary.net_bytes_per_step))
         lines += self._gpus(snapshot)
         return Text("\n").join(lines)
 

@@ -43,18 +43,6 @@ def preset_for_gpu(name: str) -> scaling.DevicePreset | None:
     return None
 
 
-def shape_of(depth: int | None, vocab: int | None, model: dict) -> scaling.ModelShape | None:
-    if not depth or not vocab:
-        return None
-    try:
-        return scaling.ModelShape(
-            depth=depth, vocab=vocab,
-            aspect_ratio=model.get("aspect_ratio", scaling.DEFAULT_ASPECT_RATIO),
-            head_dim=model.get("head_dim", scaling.DEFAULT_HEAD_DIM))
-    except ValueError:
-        return None
-
-
 def run_mfu(tok_s: float | None, shape: scaling.ModelShape | None, seq_len: int,
             device: str | None, gpu_names: list[str], gpus_used: int) -> Mfu:
     """Measured tok/s against the bf16 peak of the GPUs the ranks use (matmul-exact FLOPs)."""
@@ -69,6 +57,7 @@ def run_mfu(tok_s: float | None, shape: scaling.ModelShape | None, seq_len: int,
     if tok_s is None or not math.isfinite(tok_s):
         return Mfu(None, "waiting for steps")
     preset = presets.pop()
+    assert preset is not None  # a None in presets returned above
     peak = preset.peak_bf16 * max(1, gpus_used)
     return Mfu(scaling.mfu(tok_s, shape, peak, seq_len), f"of {gpus_used}x {preset.label} bf16")
 

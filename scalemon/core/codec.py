@@ -25,10 +25,12 @@ from scalemon.core.records import (
 
 __all__ = ["RecordError", "decode", "encode"]
 
+orjson: Any
 try:
     import orjson
 except ImportError:  # json alone gives the same answers, four times slower
     orjson = None
+
 
 def _sync_dict(s: SyncTiming) -> dict[str, Any]:
     return {

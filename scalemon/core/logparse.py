@@ -135,10 +135,11 @@ def _evaluation(parts: list[str]) -> EvalLine | None:
     head = _EVAL_HEAD.match(parts[0])
     names = [part.partition(":")[0].strip() for part in parts[1:]]
     values = [_value(part.partition(":")[2]) if ":" in part else None for part in parts[1:]]
-    if head is None or any(v is None or v[1] for v in values):
+    numbers = [v[0] for v in values if v is not None and not v[1]]
+    if head is None or len(numbers) != len(values):  # a field without a number, or with a unit
         return None
     return EvalLine(step=int(head.group(1)),
-                    metrics=tuple((name, v[0]) for name, v in zip(names, values, strict=True)))
+                    metrics=tuple(zip(names, numbers, strict=True)))
 
 
 def _generic(line: str) -> StepLine | None:

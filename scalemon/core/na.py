@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, SupportsIndex, overload
 
 __all__ = ["NA", "NAType", "Explained", "as_float", "is_na", "ratio"]
 
@@ -39,6 +40,7 @@ class NAType(float):
 
     def __format__(self, spec: str) -> str:
         m = _SPEC.match(spec)
+        assert m is not None  # every part of the pattern is optional, so it always matches
         align = m["align"] or ">"  # a number column is right-aligned
         if align == "=":
             align = ">"
@@ -56,14 +58,19 @@ class NAType(float):
     def __deepcopy__(self, memo: dict) -> NAType:
         return self
 
-    def __round__(self, ndigits: int | None = None) -> NAType:
+    # float's signature, so NA stays a float to the checker; at run time round(NA) is NA.
+    @overload
+    def __round__(self, ndigits: None = None, /) -> int: ...
+    @overload
+    def __round__(self, ndigits: SupportsIndex, /) -> float: ...
+    def __round__(self, ndigits: SupportsIndex | None = None) -> Any:
         return self
 
 
-def _stay_na(op: str):
+def _stay_na(op: str) -> Callable[..., Any]:
     base = getattr(float, op)
 
-    def method(self, *args):
+    def method(self: float, *args: Any) -> Any:
         result = base(self, *args)
         if isinstance(result, float) and math.isnan(result):
             return NA

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from scalemon.core import scaling
 from scalemon.core.units import (
@@ -82,11 +84,14 @@ class Plan:
     setups: list[Setup]
     verdict: list[str]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _row(settings: PlanSettings, depth: int, tok_s_for, nodes: int, machines: int,
+_TokSFor = Callable[[scaling.ModelShape, str], float]  # (shape, FLOPs model) -> tok/s
+
+
+def _row(settings: PlanSettings, depth: int, tok_s_for: _TokSFor, nodes: int, machines: int,
          rented: bool) -> Row:
     shape = scaling.ModelShape(depth=depth, vocab=settings.vocab)
     params = scaling.param_count(shape)
@@ -97,7 +102,7 @@ def _row(settings: PlanSettings, depth: int, tok_s_for, nodes: int, machines: in
     allreduce = scaling.ring_allreduce_seconds(
         nbytes, nodes, settings.link_bit_s, settings.latency_s
     )
-    estimates = {}
+    estimates: dict[str, Estimate] = {}
     for name, flops in scaling.FLOPS_MODELS.items():
         tok_s = tok_s_for(shape, name)
         compute = settings.tokens_per_step / tok_s
@@ -133,11 +138,13 @@ def _row(settings: PlanSettings, depth: int, tok_s_for, nodes: int, machines: in
 def build_plan(settings: PlanSettings) -> Plan:
     setups: list[Setup] = []
     if settings.ref_tok_s is not None:
+        ref_tok_s = settings.ref_tok_s
+        assert settings.ref_depth is not None  # set together with ref_tok_s (TOK_S@DEPTH)
         ref_shape = scaling.ModelShape(depth=settings.ref_depth, vocab=settings.vocab)
 
-        def from_reference(shape, model):
+        def from_reference(shape: scaling.ModelShape, model: str) -> float:
             return scaling.tok_s_from_reference(
-                settings.ref_tok_s, ref_shape, shape, model, settings.seq_len
+                ref_tok_s, ref_shape, shape, model, settings.seq_len
             )
 
         label = f"this machine ({settings.ref_tok_s:g} tok/s measured at d{settings.ref_depth})"
@@ -150,7 +157,7 @@ def build_plan(settings: PlanSettings) -> Plan:
         device = scaling.device_preset(key)
         peak = scaling.peak_flops(device, settings.dtype)
 
-        def from_device(shape, model, peak=peak):
+        def from_device(shape: scaling.ModelShape, model: str, peak: float = peak) -> float:
             return scaling.tok_s_from_device(peak, settings.mfu, shape, model, settings.seq_len)
 
         short = f"one {device.label} at {settings.mfu:.0%} MFU"
@@ -160,9 +167,9 @@ def build_plan(settings: PlanSettings) -> Plan:
 
 
 def _verdict(settings: PlanSettings, setups: list[Setup]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for index, depth in enumerate(settings.depths):
-        parts = []
+        parts: list[str] = []
         for setup in setups:
             row = setup.rows[index]
             exact = row.estimates["exact"]
@@ -182,7 +189,7 @@ def _verdict(settings: PlanSettings, setups: list[Setup]) -> list[str]:
     return lines
 
 
-def _pair(estimates: dict[str, Estimate], attr: str, fmt) -> str:
+def _pair(estimates: dict[str, Estimate], attr: str, fmt: Callable[[Any], str]) -> str:
     return " / ".join(fmt(getattr(estimates[m], attr)) for m in scaling.FLOPS_MODELS)
 
 
@@ -195,7 +202,9 @@ def render_plan(plan: Plan) -> str:
                         if s.price_per_hour is not None else ""),
         "pairs are 6N / matmul-exact FLOPs per token; step = compute + allreduce (no overlap)",
     ]
-    model_rows = [("depth", "dim", "params", "emb", "FLOPs/tok", "grads " + s.grad_dtype)]
+    model_rows: list[tuple[str, ...]] = [
+        ("depth", "dim", "params", "emb", "FLOPs/tok", "grads " + s.grad_dtype)
+    ]
     for depth in s.depths:
         shape = scaling.ModelShape(depth=depth, vocab=s.vocab)
         params = scaling.param_count(shape)
@@ -207,7 +216,7 @@ def render_plan(plan: Plan) -> str:
         ))
     out += ["", *_table(model_rows)]
     for setup in plan.setups:
-        header = ("depth", "tok/s", "step", "to horizon")
+        header: tuple[str, ...] = ("depth", "tok/s", "step", "to horizon")
         priced = setup.key != "reference" and s.price_per_hour is not None
         if priced:
             header += ("cost",)
@@ -216,7 +225,7 @@ def render_plan(plan: Plan) -> str:
         rows = [header]
         for row in setup.rows:
             e = row.estimates
-            cells = (
+            cells: tuple[str, ...] = (
                 f"d{row.depth}",
                 _pair(e, "tok_s", lambda v: format_count(v)),
                 _pair(e, "step_s", format_duration),

@@ -150,7 +150,7 @@ def _slot_filler(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
     new = object.__new__
 
     def build(*values: Any) -> Any:
-        record = new(cls)
+        record: object = new(cls)
         for set_value, value in zip(ordered, values, strict=True):
             set_value(record, value)
         return record

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 LLMC_MAGIC = 20240520
 LLMC_HEADER_INTS = 256
-LLMC_DTYPES = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
+LLMC_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
 
 
 def _entropy(p: np.ndarray) -> float:

@@ -7,7 +7,9 @@ exactly ``12·dim²·depth + 2·vocab·dim`` (the formula scalemon's model math 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +110,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # Buffers registered in __init__ (torch's Module.__getattr__ would type them Tensor | Module).
+    cos: torch.Tensor
+    sin: torch.Tensor
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
@@ -137,7 +143,7 @@ class GPT(nn.Module):
                 fan_out, fan_in = module.weight.shape
                 std = min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in)
                 nn.init.normal_(module.weight, mean=0.0, std=std)
-        for block in self.blocks:
+        for block in cast(Iterable[Block], self.blocks):  # a ModuleList yields plain Modules
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
         nn.init.zeros_(self.lm_head.weight)

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from scalemon.core.config import RunConfig
+from scalemon.io.rundir import RunDir
 from scalemon.probes import StepProbe
 from scalemon.trainer import checkpoint
 from scalemon.trainer.data import SyntheticMarkov, TokenShards
@@ -64,22 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scalemon.trainer.train")
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    config = json.loads((args.run_dir / "config.json").read_text())
-    return train(args.run_dir.resolve(), config)
+    run_dir = args.run_dir.resolve()
+    return train(run_dir, RunDir(run_dir).read_config())
 
 
-def train(run_dir: Path, config: dict[str, Any]) -> int:
-    tc = config["train"]
+def train(run_dir: Path, config: RunConfig) -> int:
+    tc = config.train
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    torch.set_num_threads(int(config["launch"].get("threads_per_rank") or 1))
-    if tc["device"] == "cuda":
+    torch.set_num_threads(config.launch.threads_per_rank or 1)
+    if tc.device == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
-        device = torch.device(tc["device"])
+        device = torch.device(tc.device or "cpu")
     stop = StopRequest()
-    dist.init_process_group(tc["backend"])
+    dist.init_process_group(tc.backend)
     probe = None
     try:
         run = Run(run_dir, config, rank, world, device)
@@ -99,36 +100,36 @@ def train(run_dir: Path, config: dict[str, Any]) -> int:
 class Run:
     """One rank's model, optimizer, data and position, built from config.json."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], rank: int, world: int, device):
-        tc = config["train"]
+    def __init__(self, run_dir: Path, config: RunConfig, rank: int, world: int, device):
+        tc = config.train
         self.rank, self.world, self.device = rank, world, device
-        self.ckpt_dir = run_dir / "checkpoints"
-        self.steps, self.accum = int(tc["steps"]), int(tc["accum"])
-        self.device_batch = int(tc["device_batch"])
-        self.every = int(tc.get("checkpoint_every") or 0)
-        self.lr, self.warmup = float(tc["lr"]), int(tc["warmup_steps"])
-        self.cfg = GPTConfig(**config["model"])
+        self.ckpt_dir = RunDir(run_dir).checkpoints_dir
+        self.steps, self.accum = int(tc.steps or 0), int(tc.accum or 1)
+        self.device_batch = int(tc.device_batch or 1)
+        self.every = int(tc.checkpoint_every or 0)
+        self.lr, self.warmup = float(tc.lr or 0.0), int(tc.warmup_steps or 0)
+        self.cfg = GPTConfig(**{k: v for k, v in asdict(config.model).items() if v is not None})
         self.tokens_per_step = self.device_batch * self.cfg.seq_len * world * self.accum
-        if tc.get("tokens_per_step") not in (None, self.tokens_per_step):
+        if tc.tokens_per_step not in (None, self.tokens_per_step):
             raise ValueError(
-                f"config.json says {tc['tokens_per_step']} tokens per step, but device_batch × "
+                f"config.json says {tc.tokens_per_step} tokens per step, but device_batch × "
                 f"seq_len × world × accum = {self.tokens_per_step} with {world} ranks"
             )
 
         self.data: SyntheticMarkov | TokenShards
-        if tc.get("data"):
-            self.data = TokenShards(tc["data"])
+        if tc.data:
+            self.data = TokenShards(tc.data)
             if self.data.vocab_size > self.cfg.vocab:
                 raise ValueError(
-                    f"{tc['data']} has token ids up to {self.data.vocab_size - 1}; "
+                    f"{tc.data} has token ids up to {self.data.vocab_size - 1}; "
                     f"the vocab must be at least {self.data.vocab_size}, not {self.cfg.vocab}"
                 )
             unigram, rate = self.data.estimate_unigram_entropy(), None
         else:
-            self.data = SyntheticMarkov(self.cfg.vocab, seed=int(tc["seed"]))
+            self.data = SyntheticMarkov(self.cfg.vocab, seed=int(tc.seed or 0))
             unigram, rate = self.data.unigram_entropy, self.data.entropy_rate
 
-        torch.manual_seed(int(tc["seed"]))  # same init everywhere (DDP also broadcasts rank 0's)
+        torch.manual_seed(int(tc.seed or 0))  # same init everywhere (DDP also broadcasts rank 0's)
         with device:
             self.model = GPT(self.cfg)
         self.optimizer = torch.optim.AdamW(
@@ -149,7 +150,7 @@ class Run:
             last, _ = checkpoint.restore(state, self.model, self.optimizer)
             self.start_step, resumed_from = last + 1, last
         self.resumed_from = resumed_from
-        self.net = self.model
+        self.net: GPT | DDP = self.model
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
             # Gradients as views into DDP's buckets: no copy into the buckets that the
@@ -166,7 +167,7 @@ class Run:
             "tokens_per_step": self.tokens_per_step,
             "steps": self.steps,
             "device": str(device),
-            "backend": tc["backend"],
+            "backend": tc.backend,
             "unigram_entropy": unigram,
             "entropy_rate": rate,
             "start_step": self.start_step,
@@ -184,9 +185,9 @@ class Run:
         dist.all_reduce(have, op=dist.ReduceOp.MIN)
         if have.item():
             return checkpoint.read(box[0])
-        box = [checkpoint.read(box[0]) if self.rank == 0 else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        state: list[dict[str, Any] | None] = [checkpoint.read(box[0]) if self.rank == 0 else None]
+        dist.broadcast_object_list(state, src=0)
+        return state[0]
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch ``index`` (= step × accum + micro) of this rank: a pure function of it."""
@@ -239,8 +240,8 @@ class Run:
                     with s.phase("data"):
                         x, y = self.batch(step * self.accum + micro)
                     # Only the last micro-step syncs gradients; the others accumulate locally.
-                    local = not last and self.world > 1
-                    with self.net.no_sync() if local else contextlib.nullcontext():
+                    local = not last and self.world > 1  # then net is the DDP wrapper
+                    with cast(DDP, self.net).no_sync() if local else contextlib.nullcontext():
                         with s.phase("forward"), autocast:
                             loss = self.net(x, y) / self.accum
                         with s.phase("backward", synced=last):

@@ -1,0 +1,374 @@
+"""The in-trainer step probe: times each step's phases and gradient sync, writes records.
+
+Records go to RUN_DIR/ranks/rank-<RANK>.jsonl (durable) and, best effort, as datagrams to
+every live monitor socket in RUN_DIR/monitors/. Neither path ever blocks the training step
+or raises into it: a failed file write keeps the record in a bounded backlog that is retried
+on the next record; a datagram that cannot be delivered is counted as a drop.
+
+Exposed gradient sync is measured with a DDP comm hook, not by timing a barrier after
+backward (that reads ~0 under DDP, see DESIGN.md "The measurement trap"): exposed = end of
+the synced backward minus the time the last gradient bucket became ready.
+
+torch is imported only inside the functions that need it, so `import scalemon.probes` stays
+cheap for the monitor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+from scalemon.core import layout
+from scalemon.core.codec import encode
+from scalemon.core.errors import RecordError
+from scalemon.core.records import (
+    END_REASONS,
+    CheckpointRecord,
+    EndRecord,
+    Record,
+    StartRecord,
+    StepRecord,
+    SyncTiming,
+)
+from scalemon.io.activity import ActivityWriter
+from scalemon.io.recordfile import RecordFile
+from scalemon.io.transport import MonitorSender
+from scalemon.probes.step.buckets import BucketTimer
+
+BACKLOG_RECORDS = 10_000
+
+
+class StepProbe:
+    """Per-rank step timer. Inactive (every method a cheap no-op) when run_dir is None."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str] | None,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        local_rank: int = 0,
+        meta: dict[str, Any] | None = None,
+        synchronize: Callable[[], Any] | None = None,
+        backlog: int = BACKLOG_RECORDS,
+    ) -> None:
+        self.active = run_dir is not None
+        self.rank = rank
+        self.world = world
+        self._synchronize = synchronize
+        self._last_step: int | None = None
+        self._file: RecordFile | None = None
+        self._monitors: MonitorSender | None = None
+        if run_dir is None:  # inactive
+            return
+        run_dir = Path(run_dir)
+        # perf_counter for durations (monotonic, fine-grained); this offset turns its
+        # readings into unix time for the fields that other ranks' clocks are compared with.
+        self._wall_offset = time.time() - time.perf_counter()
+        self._activity = ActivityWriter(run_dir / layout.activity_file(rank))
+        self._buckets = BucketTimer(self._activity)
+        self._file = RecordFile(run_dir / layout.rank_file(rank), backlog)
+        self._monitors = MonitorSender(run_dir / layout.MONITORS)
+        start = StartRecord(
+            rank=rank,
+            t=time.time(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            world=world,
+            local_rank=local_rank,
+            meta=dict(meta or {}),
+        )
+        # Encoded here, not in _emit, so bad meta fails loudly at startup, not silently later.
+        self._send(encode(start))
+
+    @classmethod
+    def from_env(cls, meta: dict[str, Any] | None = None) -> StepProbe:
+        """Active only when SCALEMON_RUN_DIR is set; rank and world from torchrun's env."""
+        run_dir = os.environ.get(layout.RUN_DIR_ENV) or None
+        synchronize = None
+        if run_dir and meta and str(meta.get("device", "")).startswith("cuda"):
+            import torch
+
+            synchronize = torch.cuda.synchronize
+        return cls(
+            run_dir,
+            rank=int(os.environ.get("RANK", "0")),
+            world=int(os.environ.get("WORLD_SIZE", "1")),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            meta=meta,
+            synchronize=synchronize,
+        )
+
+    @property
+    def lost(self) -> int:
+        """Records whose file write failed when emitted (retried from the backlog)."""
+        return self._file.lost if self._file else 0
+
+    @property
+    def discarded(self) -> int:
+        """Records given up for good because the backlog was full."""
+        return self._file.discarded if self._file else 0
+
+    @property
+    def drops(self) -> int:
+        """Datagrams not delivered to a monitor socket."""
+        return self._monitors.drops if self._monitors else 0
+
+    def attach_ddp(self, model: Any) -> None:
+        """Time gradient sync through a comm hook wrapping DDP's normal allreduce.
+
+        A plain module (world size 1, no DDP) is accepted: there is no sync to time.
+        A model on CUDA makes phase ends synchronize the device so they are GPU-accurate.
+        """
+        if not self.active:
+            return
+        first = next(model.parameters(), None)
+        if self._synchronize is None and first is not None and first.is_cuda:
+            import torch
+
+            self._synchronize = torch.cuda.synchronize
+        if hasattr(model, "register_comm_hook"):
+            import torch.distributed as dist
+
+            group = getattr(model, "process_group", None) or dist.group.WORLD
+            self._buckets.all_reduce = dist.all_reduce
+            self._buckets.process_group = group
+            self._buckets.world = dist.get_world_size(group)
+            model.register_comm_hook(self._buckets, BucketTimer.comm_hook)
+
+    def step(self, step: int, tokens: int = 0, lr: float | None = None) -> _Step | _NullStep:
+        """Context manager timing one optimizer step; emits a step record on normal exit."""
+        if not self.active:
+            return _NULL_STEP
+        return _Step(self, step, tokens, lr)
+
+    def collective(self, name: str) -> _Collective | _NullContext:
+        """Mark a collective of the loop's own (a stop vote, a metric all-reduce) as a wait,
+        so a rank stuck in it shows as waiting for its peers, like one stuck in gradient sync."""
+        if not self.active:
+            return _NULL_PHASE
+        return _Collective(self, name)
+
+    def checkpoint(self, step: int, path: str | os.PathLike[str], seconds: float,
+                   error: str | None = None) -> None:
+        """A checkpoint written, or with `error`, one that could not be (training goes on)."""
+        if self.active:
+            self._emit(
+                lambda: CheckpointRecord(rank=self.rank, t=time.time(), step=step,
+                                         path=str(path), seconds=seconds, error=error)
+            )
+
+    def close(self, reason: str = "finished", message: str | None = None) -> None:
+        """Emit the end record and close the file; later calls do nothing."""
+        if reason not in END_REASONS:
+            raise ValueError(f"reason must be one of {END_REASONS}, not {reason!r}")
+        if not self.active:
+            return
+        self._emit(
+            lambda: EndRecord(
+                rank=self.rank,
+                t=time.time(),
+                reason=reason,
+                step=self._last_step,
+                message=None if message is None else str(message),
+            )
+        )
+        self.active = False
+        assert self._file is not None and self._monitors is not None  # set while active
+        self._file.close()
+        self._monitors.close()
+        self._activity.close(-1 if self._last_step is None else self._last_step, time.time())
+        # DDP keeps the hook state alive until interpreter exit; a process group still
+        # referenced from it then is torn down too late and gloo aborts (SIGABRT).
+        self._buckets.process_group = None
+        self._buckets.all_reduce = None
+
+    def __enter__(self) -> StepProbe:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or (exc_type is SystemExit and exc.code in (0, None)):
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("stopped")
+        else:
+            self.close("error", f"{exc_type.__name__}: {exc}")
+
+    def _emit(self, make_record: Callable[[], Record]) -> None:
+        try:
+            data = encode(make_record())
+        except (RecordError, TypeError, ValueError, OverflowError):
+            # A value the schema rejects (negative tokens, a NaN lr ...): a caller's bug, but
+            # not one to stop training for. The record is never written; count it as lost.
+            assert self._file is not None  # only an active probe emits
+            self._file.lost += 1
+            return
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        assert self._file is not None and self._monitors is not None  # only an active probe sends
+        self._file.write(data)
+        self._monitors.send(data)
+
+    def _emit_step(self, s: _Step, dt: float) -> None:
+        if not self.active:
+            return  # closed while the step ran
+        self._last_step = s.step
+        try:
+            loss = None if s.loss is None else float(s.loss)  # a tensor, numpy scalar ...
+        except (TypeError, ValueError):
+            loss = None
+        nosync = statistics.median(s.nosync_backward) if s.nosync_backward else None
+        monitors, file = self._monitors, self._file
+        assert monitors is not None and file is not None  # set while active
+        self._emit(
+            lambda: StepRecord(
+                rank=self.rank,
+                t=time.time(),
+                step=s.step,
+                dt=dt,
+                phases=s.phases,
+                tokens=int(s.tokens),
+                loss=loss,
+                lr=None if s.lr is None else float(s.lr),
+                micro_steps=max(1, s.micro_steps),
+                sync=s.sync,
+                nosync_backward=nosync,
+                synced_backward=s.synced_backward,
+                drops=monitors.drops,
+                lost=file.lost,
+            )
+        )
+
+
+class _Step:
+    """One step in progress: phase sums over micro-steps, backward samples, sync timing."""
+
+    __slots__ = (
+        "probe",
+        "step",
+        "tokens",
+        "lr",
+        "loss",
+        "phases",
+        "micro_steps",
+        "nosync_backward",
+        "synced_backward",
+        "sync",
+        "_t0",
+    )
+
+    def __init__(self, probe: StepProbe, step: int, tokens: int, lr: float | None) -> None:
+        self.probe = probe
+        self.step = step
+        self.tokens = tokens
+        self.lr = lr
+        self.loss: float | None = None
+        self.phases: dict[str, float] = {}
+        self.micro_steps = 0
+        self.nosync_backward: list[float] = []
+        self.synced_backward: float | None = None
+        self.sync: SyncTiming | None = None
+
+    def phase(self, name: str, synced: bool | None = None) -> _Phase:
+        """Time a named phase; for backward, synced says whether DDP syncs gradients in it."""
+        return _Phase(self, name, synced)
+
+    def __enter__(self) -> _Step:
+        self.probe._buckets.reset()
+        self.probe._activity.phase(self.step, "step", time.time())
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            return  # an unfinished step has no meaningful timing
+        if self.probe._synchronize is not None:
+            self.probe._synchronize()
+        self.probe._emit_step(self, time.perf_counter() - self._t0)
+        self.probe._activity.phase(self.step, "between steps", time.time())
+
+
+class _Phase:
+    __slots__ = ("_step", "_name", "_synced", "_backward", "_t0")
+
+    def __init__(self, step: _Step, name: str, synced: bool | None) -> None:
+        self._step = step
+        self._name = name
+        self._synced = synced
+        self._backward = name == "backward"
+
+    def __enter__(self) -> _Phase:
+        probe = self._step.probe
+        if self._backward or self._synced:
+            probe._buckets.reset()  # buckets from here on belong to this backward
+        probe._activity.phase(self._step.step, self._name, time.time())
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            return
+        s = self._step
+        probe = s.probe
+        probe._activity.phase(s.step, "step", time.time())
+        if probe._synchronize is not None:
+            probe._synchronize()
+        end = time.perf_counter()
+        seconds = end - self._t0
+        s.phases[self._name] = s.phases.get(self._name, 0.0) + seconds
+        if self._backward:
+            s.micro_steps += 1
+        if self._synced is False:
+            s.nosync_backward.append(seconds)  # no allreduce in it: ground-truth compute
+        elif self._backward or self._synced:
+            sync = probe._buckets.summary(end, probe._wall_offset)
+            # An unflagged backward counts as synced only if DDP actually synced in it.
+            if self._synced or sync is not None:
+                s.synced_backward = seconds
+                s.sync = sync
+
+
+class _Collective:
+    __slots__ = ("_probe", "_name")
+
+    def __init__(self, probe: StepProbe, name: str) -> None:
+        self._probe = probe
+        self._name = name
+
+    def __enter__(self) -> _Collective:
+        now = time.time()
+        step = -1 if self._probe._last_step is None else self._probe._last_step
+        self._probe._activity.phase(step, self._name, now)
+        self._probe._buckets.begin_wait(now)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._probe._buckets.end_wait()
+
+
+class _NullContext:
+    __slots__ = ()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+
+class _NullStep(_NullContext):
+    __slots__ = ("loss",)
+    loss: float | None
+
+    def phase(self, name: str, synced: bool | None = None) -> _NullContext:
+        return _NULL_PHASE
+
+
+_NULL_PHASE = _NullContext()
+_NULL_STEP = _NullStep()

@@ -1,0 +1,333 @@
+"""What the recent steps say: the median step split, the straggler, the pace and ETA, the
+regime, and for gradient sync the ring model and the accumulation that would tame it.
+
+Pure functions over a `RunState` (scalemon.state.fold); `summary.summarize` calls each once
+per summary, passing the split on to those that need it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from scalemon.core import scaling
+from scalemon.core.config import RelayClientStatus, RelayServerStatus
+from scalemon.core.records import StepRecord
+from scalemon.core.units import format_count, format_duration
+
+if TYPE_CHECKING:
+    from scalemon.state.fold import RunState
+
+WARMUP_STEPS = 3  # after a (re)start: allocator, caches and the first allreduce are slow
+SYNC_TARGET = 0.10
+SYNC_BOUND = 0.3  # sync share above which gradient sync, not compute, sets the pace
+LAG_GRACE_S = 5.0  # relayed records this late are in transit, not behind
+# Runs read from a log (scalemon attach/replay --log) have step times, but no phases or sync.
+PROBE_HINT = "needs the step probe (see README: Your own training loop)"
+
+
+@dataclass(frozen=True)
+class Split:
+    """The median step of the recent window, in seconds."""
+
+    data: float
+    forward: float
+    backward: float  # backward compute: the backward phase less its exposed sync
+    sync: float  # exposed gradient sync
+    optimizer: float
+    other: float
+    total: float
+    comm: float  # all bucket allreduces, overlapped or not
+    overlap: float
+    bytes: int
+    bus_bit_s: float  # achieved ring bandwidth: 2(n−1)/n · bytes·8 / comm
+    steps: int  # samples behind the medians
+
+    PARTS = ("data", "forward", "backward", "sync", "optimizer", "other")
+
+    def share(self, part: str) -> float:
+        value: float = getattr(self, part)
+        return value / self.total if self.total > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Straggler:
+    rank: int
+    wait_s: float  # median time the other ranks wait for it per step
+
+
+@dataclass(frozen=True)
+class Eta:
+    remaining_steps: int
+    step_s: float  # robust seconds per step (wall, between records)
+    low_s: float
+    mid_s: float
+    high_s: float
+    tok_s: float
+
+
+@dataclass(frozen=True)
+class SyncModel:
+    """Measured gradient sync beside the ring model's prediction for the link."""
+
+    exposed_s: float  # median exposed sync per step (comm hook)
+    comm_s: float  # median allreduce time, overlapped or not
+    bytes: int  # gradient bytes all-reduced per step
+    bus_bit_s: float  # achieved: 2(n−1)/n · bytes·8 / comm
+    predicted_s: float  # 2(n−1)/n · bytes·8 / link, n = ranks in the ring
+    link_bit_s: float
+    link_source: str  # "--link" or "NIC" (the run interface's speed, from the kernel)
+    ring: int  # ranks in the ring
+    net_bytes: float | None  # bytes the network probe saw this machine send per step
+
+
+@dataclass(frozen=True)
+class SyncAdvice:
+    """For a sync-bound run: the accumulation that brings sync under SYNC_TARGET."""
+
+    micro_steps: int  # micro-steps per allreduce to use
+    now_micro_steps: int
+    tokens_per_step: int | None  # the --tokens-per-step that gives micro_steps
+    step_s: float  # predicted seconds per step at micro_steps
+    sync_share: float  # predicted sync share at micro_steps
+    tok_s: float | None  # predicted throughput at micro_steps
+
+
+@dataclass(frozen=True)
+class NodeLag:
+    """A node whose ranks' records lag the others' on this (the collecting) node."""
+
+    node: int
+    hosts: tuple[str, ...]
+    steps_behind: int
+    reported: bool  # False: no records from it at all yet
+    relay_up: bool | None  # None when the relay state is unknown
+    relay_down_s: float | None  # how long the relay to that node has been down
+
+
+def median(values: Iterable[float | None]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    index = q * (len(ordered) - 1)
+    low, high = math.floor(index), math.ceil(index)
+    return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
+
+
+def _any_in(steps: set[int], low: int, high: int) -> bool:
+    """Whether a step in [low, high) is in the set, in the fewer of the two lookups (a
+    hostile record's step may be 2**62 steps past the last)."""
+    if high - low <= len(steps):
+        return any(step in steps for step in range(low, high))
+    return any(low <= step < high for step in steps)
+
+
+def window(state: RunState) -> list[StepRecord]:
+    """The recent steps of every rank, past each rank's warm-up when there are such."""
+    out: list[StepRecord] = []
+    for rank, recent in state.recent.items():
+        start = state.ranks[rank].start_step + WARMUP_STEPS
+        out.extend(r for r in recent if r.step >= start)
+    return out or [r for recent in state.recent.values() for r in recent]
+
+
+def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | None:
+    steps = window(state) if steps is None else steps
+    if not steps or state.source == "log":
+        return None
+
+    def phase(name: str) -> float:
+        return median(r.phases.get(name, 0.0) for r in steps)
+
+    sync = median(r.sync.exposed if r.sync else 0.0 for r in steps)
+    backward = median(r.phases.get("backward", 0.0) - (r.sync.exposed if r.sync else 0.0)
+                      for r in steps)
+    data, forward, optimizer = phase("data"), phase("forward"), phase("optimizer")
+    total = median(r.dt for r in steps)
+    other = max(0.0, total - (data + forward + backward + sync + optimizer))
+    synced = [r.sync for r in steps if r.sync]
+    comm = median(s.comm for s in synced) if synced else 0.0
+    nbytes = int(median(s.bytes for s in synced)) if synced else 0
+    world = state.world or 1
+    bus = 2 * (world - 1) / world * nbytes * 8 / comm if comm > 0 else math.nan
+    return Split(data=data, forward=forward, backward=max(0.0, backward), sync=sync,
+                 optimizer=optimizer, other=other, total=total, comm=comm,
+                 overlap=median(s.overlap for s in synced) if synced else 0.0,
+                 bytes=nbytes, bus_bit_s=bus, steps=len(steps))
+
+
+def split_missing(state: RunState) -> str:
+    """Why there is no split."""
+    return PROBE_HINT if state.source == "log" else "waiting"
+
+
+def micro_steps(steps: list[StepRecord]) -> int:
+    """Micro-steps per allreduce in the recent window (gradient accumulation)."""
+    return max(1, round(median(r.micro_steps for r in steps))) if steps else 1
+
+
+def straggler(state: RunState) -> Straggler | None:
+    """The rank whose last gradient bucket is ready last; its peers wait that long."""
+    late_counts: dict[int, int] = {}
+    waits = []
+    for ready in state.ready_by_step.values():
+        if len(ready) < 2 or (state.world and len(ready) < state.world):
+            continue
+        late = max(ready, key=lambda rank: ready[rank])
+        late_counts[late] = late_counts.get(late, 0) + 1
+        waits.append(ready[late] - min(ready.values()))
+    if not waits:
+        return None
+    return Straggler(rank=max(late_counts, key=lambda rank: late_counts[rank]),
+                     wait_s=median(waits))
+
+
+def intervals(state: RunState) -> list[tuple[float, int]]:
+    """(seconds, tokens) between consecutive steps, skipping warm-up and checkpoints."""
+    loss_rank = state.loss_rank
+    start = state.ranks[loss_rank].start_step if loss_rank in state.ranks else 0
+    out = []
+    times = list(state.step_times)
+    for (s0, t0, _), (s1, t1, tokens) in zip(times, times[1:], strict=False):
+        # A log may print every k-th step: the interval is spread over the steps it covers.
+        if s1 <= s0 or s0 < start + WARMUP_STEPS - 1 or _any_in(state.checkpoint_steps, s0, s1):
+            continue
+        out.append(((t1 - t0) / (s1 - s0), tokens))
+    return out
+
+
+def step_seconds(state: RunState) -> float | None:
+    spans = intervals(state)
+    return median(seconds for seconds, _ in spans) if spans else None
+
+
+def eta(state: RunState) -> Eta | None:
+    spans = intervals(state)
+    if not spans or not state.horizon:
+        return None
+    seconds = [s for s, _ in spans]
+    remaining = max(0, state.horizon - (state.step + 1))
+    step_s = median(seconds)
+    tok_s = median(tokens / s for s, tokens in spans if s > 0)
+    return Eta(remaining_steps=remaining, step_s=step_s,
+               low_s=remaining * quantile(seconds, 0.25), mid_s=remaining * step_s,
+               high_s=remaining * quantile(seconds, 0.75), tok_s=tok_s)
+
+
+def eta_missing(state: RunState) -> str:
+    """Why there is no ETA."""
+    if not state.horizon:
+        return "no horizon: give --steps N" if state.source == "log" else "no horizon"
+    return "waiting for steps"
+
+
+def predict_accumulation(split_now: Split, now_micro_steps: int, micro: int
+                         ) -> tuple[float, float]:
+    """(step seconds, sync share) with `micro` micro-steps per allreduce: compute per
+    micro-step scales, optimizer and sync stay once per step."""
+    compute = (split_now.data + split_now.forward + split_now.backward) / now_micro_steps
+    step_s = micro * compute + split_now.optimizer + split_now.other + split_now.sync
+    return step_s, split_now.sync / step_s if step_s > 0 else math.nan
+
+
+def sync_advice(state: RunState, split_now: Split | None, now_micro_steps: int
+                ) -> SyncAdvice | None:
+    """When sync dominates: micro-steps per allreduce that bring it under SYNC_TARGET."""
+    if split_now is None or not split_now.share("sync") > SYNC_BOUND:
+        return None
+    compute = (split_now.data + split_now.forward + split_now.backward) / now_micro_steps
+    if compute <= 0:
+        return None
+    k = scaling.accumulation_for_sync_share(compute, split_now.sync, SYNC_TARGET)
+    step_s, share = predict_accumulation(split_now, now_micro_steps, k)
+    tokens = state.tokens_per_step // now_micro_steps * k if state.tokens_per_step else None
+    return SyncAdvice(micro_steps=k, now_micro_steps=now_micro_steps, tokens_per_step=tokens,
+                      step_s=step_s, sync_share=share,
+                      tok_s=tokens / step_s if tokens and step_s > 0 else None)
+
+
+def advice_text(advice: SyncAdvice) -> str:
+    """'34 micro-steps per allreduce (--tokens-per-step 34816) would bring it under 10%: ...'"""
+    text = f"{advice.micro_steps} micro-steps per allreduce"
+    if advice.tokens_per_step:
+        text += f" (--tokens-per-step {advice.tokens_per_step})"
+    text += (f" would bring it under {SYNC_TARGET:.0%}: {format_duration(advice.step_s)} "
+             "a step")
+    if advice.tok_s:
+        text += f", {format_count(advice.tok_s)} tok/s"
+    return text
+
+
+def regime(state: RunState, split_now: Split | None, lag: Straggler | None,
+           advice: SyncAdvice | None) -> tuple[str, str]:
+    """(name, plain-words advice): compute-, sync-, input- or straggler-bound."""
+    if state.source == "log":
+        return "unknown", f"the compute/sync split {PROBE_HINT}"
+    if split_now is None or not split_now.total > 0:
+        return "unknown", "waiting for steps"
+    if advice is not None:
+        return "sync-bound", (f"sync is {split_now.share('sync'):.0%} of a step; "
+                              f"{advice_text(advice)}")
+    if lag and lag.wait_s > 0.1 * split_now.total:
+        return "straggler-bound", (f"rank {lag.rank} is late by {lag.wait_s:.2f} s a step; "
+                                   "its peers wait")
+    if split_now.share("data") > 0.2:
+        return "input-bound", f"data loading is {split_now.share('data'):.0%} of a step"
+    return "compute-bound", "forward and backward set the pace"
+
+
+def sync_model(state: RunState, split_now: Split | None) -> SyncModel | None:
+    """Measured sync beside the ring model's prediction for the link, once its speed is
+    known (`--link`, or the run interface's; loopback has none)."""
+    link_bit_s = state.config.launch.link_bit_s
+    link, source = (link_bit_s, "--link") if link_bit_s else (state.nic_bit_s, "NIC")
+    ring = state.world or 1
+    if split_now is None or split_now.bytes <= 0 or not link or ring < 2:
+        return None
+    return SyncModel(exposed_s=split_now.sync, comm_s=split_now.comm, bytes=split_now.bytes,
+                     bus_bit_s=split_now.bus_bit_s,
+                     predicted_s=scaling.ring_allreduce_seconds(split_now.bytes, ring, link),
+                     link_bit_s=link, link_source=source, ring=ring,
+                     net_bytes=state.net_bytes_per_step)
+
+
+def nodes_behind(state: RunState, now: float | None = None) -> list[NodeLag]:
+    """On node 0 of a multi-node run: the nodes whose records lag, and their relay."""
+    launch = state.config.launch
+    if launch.nnodes < 2 or launch.node_rank != 0 or not launch.nproc_per_node \
+            or not state.ranks:
+        return []
+    now = now or state.now or max((i.last_t or 0.0) for i in state.ranks.values())
+    lead = max(info.last_step for info in state.ranks.values())
+    relay = state.relay if isinstance(state.relay, RelayServerStatus) else None
+    lags = []
+    for node in range(1, launch.nnodes):
+        infos = [state.ranks.get(rank) for rank in launch.ranks_of(node)]
+        last = min(info.last_step if info else -1 for info in infos)
+        newest = max((info.last_t for info in infos if info and info.last_t), default=None)
+        if lead - last < 2 or (newest is not None and now - newest < LAG_GRACE_S):
+            continue
+        link = relay.nodes.get(node) if relay else None
+        up = link.connected if link else None
+        down_s = now - link.since if link and not up and link.since is not None else None
+        hosts = tuple(sorted({info.host for info in infos if info and info.host}))
+        lags.append(NodeLag(node=node, hosts=hosts, steps_behind=lead - last,
+                            reported=any(infos), relay_up=up, relay_down_s=down_s))
+    return lags
+
+
+def relay_down_s(state: RunState, now: float | None = None) -> float | None:
+    """On the other nodes: how long node 0 has been out of reach (None while it is not)."""
+    relay = state.relay
+    if not isinstance(relay, RelayClientStatus) or relay.connected or relay.delivered:
+        return None
+    now = now or state.now
+    return now - relay.since if relay.since is not None and now else None

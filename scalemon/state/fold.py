@@ -1,0 +1,277 @@
+"""RunState: the pure fold of records and observations into what the monitor knows of a run.
+
+It changes only through `apply(record or observation)`. Records may arrive twice (file and
+socket) or late; `apply` drops duplicates and tolerates any order. What follows from the state
+(the split, the ETA, the regime ...) is computed in scalemon.state.analysis and frozen into a
+`Summary` (scalemon.state.summary) for the views.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from scalemon.core.config import RelayStatus, RunConfig, RunPhase, RunStatus
+from scalemon.core.records import (
+    CheckpointRecord,
+    EndRecord,
+    JSONScalar,
+    Record,
+    StartRecord,
+    StepRecord,
+)
+from scalemon.core.snapshots import SystemSnapshot
+from scalemon.state import liveness
+from scalemon.state.alerts import Alerts
+from scalemon.state.events import Event, EventLog, Level
+from scalemon.state.observations import (
+    ActivitySeen,
+    LogRestarted,
+    Note,
+    Observation,
+    ProcessSeen,
+    RelaySeen,
+    StatusSeen,
+    StderrSeen,
+    SystemSeen,
+    Tick,
+)
+from scalemon.state.ranks import OBSERVED_FIELDS, RankInfo
+from scalemon.state.series import Ema, LossSeries
+
+RECENT = 50  # steps in the rolling window for medians
+SYNC_HISTORY = 120  # steps of sync share kept for the split panel's history
+SMOOTHED_OVER = 200  # the smoothed loss is the EMA of this many last steps
+SEEN_KEPT = 4096  # records remembered per rank to drop duplicates
+
+
+class RunState:
+    def __init__(self, config: RunConfig | None = None, source: str = "probe") -> None:
+        self.config = config or RunConfig()
+        self.source = source  # where steps come from: "probe" (records) or "log" (parsed lines)
+        self.meta: dict[str, JSONScalar] = {}  # the start records' meta (n_params, device ...)
+        self.depth: int | None = self.config.model.depth
+        self.vocab: int | None = self.config.model.vocab
+        self.horizon: int | None = self.config.train.steps
+        self.tokens_per_step: int | None = self.config.train.tokens_per_step
+        self.world: int | None = self.config.launch.world_size
+        self.nic_bit_s: float | None = None  # the run interface's speed, when known
+        self.net_bytes_per_step: float | None = None  # sent on the run interface per step
+        self.system: SystemSnapshot | None = None  # the last poll of the system probes
+        self.relay: RelayStatus | None = None  # the relay's status (relay.json)
+        self.status: RunStatus | None = None  # how the launcher ended (status.json)
+        self.stderr_tail: tuple[str, ...] = ()  # the trainer's last stderr lines, once failed
+        self.now: float | None = None  # the last tick
+        self.ranks: dict[int, RankInfo] = {}
+        self.loss_steps = array("q")  # loss of the lowest reporting rank, by step
+        self.loss_values = array("d")
+        self.loss_rank: int | None = None
+        self.recent: dict[int, deque[StepRecord]] = {}
+        self.ready_by_step: dict[int, dict[int, float]] = {}  # step -> rank -> last_ready
+        self.step_times: deque[tuple[int, float, int]] = deque(maxlen=RECENT + 1)
+        self.sync_history: deque[float] = deque(maxlen=SYNC_HISTORY)  # exposed sync / dt
+        self.checkpoint_steps: set[int] = set()
+        self.last_checkpoint: CheckpointRecord | None = None
+        self.events = EventLog()
+        self.records = 0
+        self.duplicates = 0
+        self.series = LossSeries()  # the loss downsampled, brought up to date when summarized
+        self._seen: dict[int, tuple[set[tuple[str, float, int | None]], deque[Any]]] = {}
+        self._alerts = Alerts()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            StartRecord: self._apply_start, StepRecord: self._apply_step,
+            CheckpointRecord: self._apply_checkpoint, EndRecord: self._apply_end,
+            StatusSeen: self._apply_status, RelaySeen: self._apply_relay,
+            SystemSeen: self._apply_system, StderrSeen: self._apply_stderr,
+            ActivitySeen: lambda o: liveness.observe_activity(self, o.rank, o.activity),
+            ProcessSeen: lambda o: liveness.observe_process(self, o.rank, o.status, o.t),
+            Note: lambda o: self.log(o.t, o.level, o.text),
+            LogRestarted: self._apply_log_restart,
+            Tick: lambda o: liveness.tick(self, o.now),
+        }
+
+    # --- what views read directly ---------------------------------------------------------
+
+    @property
+    def ln_vocab(self) -> float | None:
+        return math.log(self.vocab) if self.vocab else None
+
+    @property
+    def step(self) -> int:
+        """The last step the loss rank (rank 0) finished; -1 before the first."""
+        return self.loss_steps[-1] if self.loss_steps else -1
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_values[-1] if self.loss_values else None
+
+    @property
+    def phase(self) -> RunPhase:
+        """starting | training | stalled | finished | stopped | failed."""
+        return liveness.phase(self)
+
+    def smoothed_loss(self) -> float | None:
+        """Bias-corrected EMA over the recent steps (nanochat smooths the same way)."""
+        ema = Ema()
+        for value in self.loss_values[-SMOOTHED_OVER:]:
+            ema.add(value)
+        return None if math.isnan(ema.value) else ema.value
+
+    def node_of(self, rank: int) -> int:
+        return self.config.launch.node_of(rank)
+
+    def log(self, t: float, level: Level, text: str) -> None:
+        self.events.add(t, level, text)
+
+    def take_observations(self, shown: RunState, history: list[Event], shown_before: int
+                          ) -> None:
+        """Become the state to show in `shown`'s place (this one folded the same records from
+        the files): take what the monitor observed into `shown` since, and its events.
+
+        The events: this fold's own `history`, then those `shown` logged after its first
+        `shown_before` (live records, the monitor's notes). Views count events to find new
+        ones: none of the history is new to them."""
+        since = shown.events.count - shown_before
+        logged = list(shown.events)[-since:] if since > 0 else []
+        self.events = EventLog(history + logged, count=shown.events.count)
+        self.status, self.relay, self.now = shown.status, shown.relay, shown.now
+        self.system, self.stderr_tail = shown.system, shown.stderr_tail
+        self.nic_bit_s, self.net_bytes_per_step = shown.nic_bit_s, shown.net_bytes_per_step
+        for rank, info in shown.ranks.items():
+            if rank in self.ranks:
+                for name in OBSERVED_FIELDS:
+                    setattr(self.ranks[rank], name, getattr(info, name))
+
+    # --- folding ----------------------------------------------------------------------
+
+    def apply(self, item: Record | Observation) -> bool:
+        """Fold a record or an observation in; False for a record already seen."""
+        if isinstance(item, StartRecord | StepRecord | CheckpointRecord | EndRecord):
+            if self._duplicate(item):
+                self.duplicates += 1
+                return False
+            self.records += 1
+            info = self.ranks.get(item.rank)
+            if info is None:  # not setdefault: a RankInfo per record is a fifth of apply's time
+                info = self.ranks[item.rank] = RankInfo(item.rank, node=self.node_of(item.rank))
+            info.stale = False
+        self._handlers[type(item)](item)
+        return True
+
+    def _duplicate(self, record: Record) -> bool:
+        seen, order = self._seen.setdefault(record.rank, (set(), deque()))
+        key = (record.kind, record.t, getattr(record, "step", None))
+        if key in seen:
+            return True
+        seen.add(key)
+        order.append(key)
+        if len(order) > SEEN_KEPT:
+            seen.discard(order.popleft())
+        return False
+
+    def _apply_start(self, record: StartRecord) -> None:
+        info = self.ranks[record.rank]
+        info.pid, info.host, info.started = record.pid, record.host, record.t
+        info.gone = False
+        start_step = record.meta.get("start_step")
+        info.start_step = start_step if isinstance(start_step, int) else 0
+        info.ended = None
+        self.meta.update(record.meta)
+        if self.source != "log":  # a log's start record is made up: its world is a placeholder
+            self.world = self.world or record.world
+        self.depth = self.depth or _whole(record.meta.get("depth"))
+        self.vocab = self.vocab or _whole(record.meta.get("vocab"))
+        self.horizon = self.horizon or _whole(record.meta.get("steps"))
+        self.tokens_per_step = self.tokens_per_step or _whole(record.meta.get("tokens_per_step"))
+        if record.rank == 0:
+            verb = "resumed at step" if info.start_step else "started at step"
+            self.log(record.t, Level.INFO, f"rank 0 {verb} {info.start_step} on {record.host}")
+
+    def _apply_step(self, record: StepRecord) -> None:
+        info = self.ranks[record.rank]
+        newest = record.step > info.last_step
+        if record.step >= info.last_step:
+            info.last_step, info.last_t = record.step, record.t
+        info.add_step(record.step)
+        info.drops = max(info.drops, record.drops)
+        self._alerts.recording(self, info, record, newest)
+        recent = self.recent.get(record.rank)
+        if recent is None:
+            recent = self.recent[record.rank] = deque(maxlen=RECENT)
+        recent.append(record)
+        if record.sync is not None:
+            self.ready_by_step.setdefault(record.step, {})[record.rank] = record.sync.last_ready
+            while len(self.ready_by_step) > RECENT:
+                del self.ready_by_step[min(self.ready_by_step)]
+        if self.loss_rank is None or record.rank < self.loss_rank:
+            self.loss_rank = record.rank
+            self.loss_steps, self.loss_values = array("q"), array("d")
+            self.step_times.clear()
+            self.sync_history.clear()
+        if record.rank == self.loss_rank:
+            self._append_loss(record)
+            self.step_times.append((record.step, record.t, record.tokens))
+            self._alerts.loss(self, record)
+            self._alerts.sync_jump(self, recent, record)
+
+    def _append_loss(self, record: StepRecord) -> None:
+        # A resume re-does the steps after the last checkpoint: they replace the old ones.
+        if self.loss_steps and self.loss_steps[-1] >= record.step:
+            self.sync_history.clear()
+            while self.loss_steps and self.loss_steps[-1] >= record.step:
+                self.loss_steps.pop()
+                self.loss_values.pop()
+        self.loss_steps.append(record.step)
+        self.loss_values.append(math.nan if record.loss is None else record.loss)
+        exposed = record.sync.exposed if record.sync else 0.0
+        self.sync_history.append(exposed / record.dt if record.dt > 0 else 0.0)
+
+    def _apply_checkpoint(self, record: CheckpointRecord) -> None:
+        self.checkpoint_steps.add(record.step)  # its time is not a step's, written or not
+        if record.error is not None:
+            self.log(record.t, Level.ERROR, record.error)
+            return
+        if self.last_checkpoint is None or record.t >= self.last_checkpoint.t:
+            self.last_checkpoint = record
+        self.log(record.t, Level.INFO, f"checkpoint at step {record.step} "
+                                       f"({record.seconds:.1f} s)")
+
+    def _apply_end(self, record: EndRecord) -> None:
+        info = self.ranks[record.rank]
+        info.ended, info.message = record.reason, record.message
+        text = f"rank {record.rank} ended: {record.reason}"
+        if record.message:
+            text += f": {record.message}"
+        self.log(record.t, Level.ERROR if record.reason == "error" else Level.INFO, text)
+
+    def _apply_status(self, seen: StatusSeen) -> None:
+        if seen.status == self.status:
+            return
+        self.status = status = seen.status
+        level = seen.level or (Level.INFO if status.exit_code == 0 else Level.ERROR)
+        self.log(status.ended or 0.0, level,
+                 seen.text or f"trainer exited with code {status.exit_code} ({status.reason})")
+
+    def _apply_relay(self, seen: RelaySeen) -> None:
+        self.relay = seen.relay
+
+    def _apply_system(self, seen: SystemSeen) -> None:
+        self.system = seen.snapshot
+        self.net_bytes_per_step = seen.net_bytes_per_step
+        nic = seen.nic_bit_s
+        self.nic_bit_s = nic if nic and math.isfinite(nic) else None
+
+    def _apply_stderr(self, seen: StderrSeen) -> None:
+        self.stderr_tail = seen.lines
+
+    def _apply_log_restart(self, seen: LogRestarted) -> None:
+        self.horizon = seen.horizon
+
+
+def _whole(value: JSONScalar) -> int | None:
+    """A start record's meta value as a count (meta holds any JSON scalar)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None

@@ -1,0 +1,129 @@
+"""A Summary's parts in words, shared by the headless lines and the screen, so the same
+figure reads the same in both."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from scalemon.core.config import RelayServerStatus
+from scalemon.core.snapshots import SystemSnapshot
+from scalemon.core.units import format_bytes, format_duration, format_rate
+from scalemon.state.events import Event, Level
+from scalemon.state.summary import Summary
+
+SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)),
+                ("opt", ("optimizer",)), ("data", ("data",)), ("other", ("other",)))
+EVENT_MARKS = {Level.INFO: "-", Level.WARN: "!", Level.ERROR: "!!"}
+
+
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def split_text(summary: Summary) -> str:
+    split = summary.split
+    if split is None or not split.total > 0:
+        return f"split: {summary.split_missing or 'waiting'}"
+    parts = []
+    for label, names in SPLIT_LABELS:
+        share = sum(split.share(n) for n in names)
+        parts.append(f"{label} {share:.0%}")
+    return " ".join(parts)
+
+
+def loss_text(summary: Summary) -> str:
+    loss = summary.loss
+    if loss is None:
+        return "loss -"
+    text = f"loss {loss:.3f}"
+    if summary.ln_vocab and math.isfinite(loss):
+        below = summary.ln_vocab - loss
+        side = "below" if below > -0.005 else "above"  # -0.001 prints as 0.00 below
+        text += f" ({abs(below):.2f} {side} ln V)"
+    return text
+
+
+def system_text(snapshot: SystemSnapshot, net_bytes_per_step: float | None = None) -> str:
+    """CPU of the run's ranks, memory, GPUs and the run interface, in one short segment."""
+    host, parts = snapshot.host, []
+    ranks = [p for p in host.processes if p.rank is not None]
+    if ranks:
+        parts.append("cpu " + " ".join(f"r{p.rank} {p.cpu_percent:.0f}%" for p in ranks))
+    else:
+        parts.append(f"cpu {host.cpu_percent_total:.0f}%")
+    parts.append(f"mem {format_bytes(host.mem_used_bytes)}/{format_bytes(host.mem_total_bytes)}")
+    for gpu in snapshot.gpus:
+        parts.append(f"gpu{gpu.index} {gpu.utilization_percent:.0f}% "
+                     f"{format_bytes(gpu.memory_used_bytes)} {gpu.power_w:.0f} W")
+    run = snapshot.net.run
+    if run is not None:
+        rate = (run.rx_bytes_per_s + run.tx_bytes_per_s) * 8
+        text = f"{run.name} {format_rate(rate)}"
+        if net_bytes_per_step is not None:
+            text += f" {format_bytes(net_bytes_per_step)}/step sent"
+        parts.append(text)
+    return " ".join(parts)
+
+
+def nodes_text(summary: Summary, detail: bool = False) -> str | None:
+    """Across machines: which node's records lag here and why, or that node 0 is out of reach
+    (with `detail`, the relay's own reason)."""
+    parts = []
+    for lag in summary.nodes_behind:
+        where = f"node {lag.node}" + (f" ({', '.join(lag.hosts)})" if lag.hosts else "")
+        text = f"{where} behind by {lag.steps_behind} steps" if lag.reported else \
+            f"{where}: no records yet"
+        if lag.relay_down_s is not None:
+            text += f" (relay down {format_duration(lag.relay_down_s)})"
+        elif lag.relay_up:
+            text += " (relay slow)"
+        parts.append(text)
+    relay = summary.relay
+    if isinstance(relay, RelayServerStatus) and relay.error:
+        parts.append(f"relay not listening on {relay.listen}: {relay.error}")
+    if summary.relay_down_s is not None:
+        text = f"relay to node 0 down {format_duration(summary.relay_down_s)} (records kept here)"
+        error = relay.error if relay is not None else None
+        parts.append(f"{text}: {error}" if detail and error else text)
+    return "; ".join(parts) or None
+
+
+def sync_model_text(summary: Summary, detail: bool = True) -> str | None:
+    """The ring model for the link, to show beside the measured sync; with `detail`, how the
+    measurement compares and what the network probe saw (a short panel may leave them out)."""
+    model = summary.sync_model
+    if model is None:
+        return None
+    text = (f"model: {format_duration(model.predicted_s)} to all-reduce "
+            f"{format_bytes(model.bytes)} in a ring of {model.ring} over "
+            f"{format_rate(model.link_bit_s)} ({model.link_source})")
+    if detail:
+        text += f"; exposed sync is {model.exposed_s / model.predicted_s:.2f}x that"
+        if model.net_bytes is not None:
+            text += f"; the network probe saw {format_bytes(model.net_bytes)}/step sent"
+    return text
+
+
+def event_line(event: Event) -> str:
+    return f"{clock(event.t)} {EVENT_MARKS.get(event.level, '-')} {event.text}"
+
+
+def records_text(summary: Summary) -> str | None:
+    """'records: ranks 0-1 steps 0-199, none missing': which step records the run dir holds."""
+    if not summary.ranks or summary.source == "log":
+        return None
+    groups: dict[str, list[int]] = {}
+    for info in summary.ranks:
+        spans = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in info.steps) or "none"
+        missing = info.missing
+        text = f"steps {spans}" + (f" ({missing:,} missing)" if missing else "")
+        groups.setdefault(text, []).append(info.rank)
+    parts = []
+    for text, ranks in groups.items():
+        who = f"ranks {ranks[0]}-{ranks[-1]}" if len(ranks) > 1 and \
+            ranks[-1] - ranks[0] == len(ranks) - 1 else \
+            "rank" + ("s " if len(ranks) > 1 else " ") + ", ".join(map(str, ranks))
+        parts.append(f"{who} {text}")
+    total = sum(info.missing for info in summary.ranks)
+    return "records: " + "; ".join(parts) + ("" if total else ", none missing")
