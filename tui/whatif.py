@@ -1,4 +1,4 @@
-"""MFU of this run and what the same run would take on other GPUs (scalemon.scaling).
+"""MFU of this run and what the same run would take on other GPUs (scalemon.core.scaling).
 
 Pure arithmetic over the run's shape and measured speed, so the ETA panel and
 `scalemon plan` agree on every number.

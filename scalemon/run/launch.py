@@ -2,7 +2,7 @@
 
 The ranks start through torch.distributed's own launcher (`python -m
 torch.distributed.run`, the machinery behind torchrun), under a small
-supervisor (`scalemon.supervise`) in a session of its own: the monitor can quit
+supervisor (`scalemon.run.supervise`) in a session of its own: the monitor can quit
 or lose its SSH connection and the run goes on. The supervisor writes the
 launcher's exit status into the run dir.
 """
@@ -243,7 +243,7 @@ def launcher_env(config: RunConfig, run: RunDir) -> dict[str, str]:
 
 
 def start_supervisor(run: RunDir) -> subprocess.Popen:
-    """Start `python -m scalemon.supervise RUN_DIR` in its own session.
+    """Start `python -m scalemon.run.supervise RUN_DIR` in its own session.
 
     The supervisor records its own pid and the launcher's in config.json: it is
     the only writer of the config once the run is launched.

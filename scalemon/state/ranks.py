@@ -40,7 +40,7 @@ class RankInfo:
         add_step(self.steps, step)
 
 
-# What a monitor observes of a rank besides its records (liveness, Collector.watch_ranks):
+# What a monitor observes of a rank besides its records (liveness, RunDirSource.watch_ranks):
 # a state folded again from the files has not observed it, and takes it from the shown one.
 OBSERVED_FIELDS = ("stale", "gone", "frozen", "activity", "stuck")
 

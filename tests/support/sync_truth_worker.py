@@ -1,4 +1,4 @@
-"""One rank of the sync-truth check (tests/test_sync_truth.py); run under torchrun.
+"""One rank of the sync-truth check (tests/e2e/test_sync_truth.py); run under torchrun.
 
 Trains scalemon's GPT as DDP over gloo with the step probe attached (SCALEMON_RUN_DIR set)
 and cycles three kinds of step, so all three see the same machine load:
