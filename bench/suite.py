@@ -31,6 +31,7 @@ RUNS = {
     "probe_overhead": (["--rounds", "20", "--block", "10"], ["--rounds", "3", "--block", "4"]),
     "probe_overhead_d4": (["--depth", "4", "--vocab", "65536", "--rounds", "6", "--block", "3"],
                           ["--depth", "4", "--vocab", "65536", "--rounds", "1", "--block", "2"]),
+    "calibration_cost": (["--steps", "800"], ["--steps", "300"]),
     "probe_cost": (["--samples", "300"], ["--samples", "30"]),
     "ingest": (["--records", "400000", "--seconds", "2"], ["--records", "40000",
                                                            "--seconds", "0.5"]),
@@ -146,6 +147,13 @@ def main() -> None:
         table.add("step probe's own bookkeeping per step, timed alone",
                   f"{r['bookkeeping_us']:.0f} µs = {r['bookkeeping_us'] / 1000 / r['step_ms']:.2%}"
                   " of a d2 step", "< 1%", r["bookkeeping_us"] / 1000 / r["step_ms"] / 0.01)
+    r = results["calibration_cost"]
+    if r:
+        table.add(f"no_sync calibration samples' share of training time (d{r['depth']}, "
+                  f"{r['step_ms']:.0f} ms steps, {r['samples']} samples in {r['steps']} steps)",
+                  f"{r['share']:.2%}", "< 1%", r["share"] / 0.01)
+    else:
+        table.missing("no_sync calibration's share of training time")
     r = results["probe_cost"]
     if r:
         sample = r["host + network"]

@@ -34,6 +34,12 @@ def main() -> None:
             with s.phase("data"):
                 start = torch.randint(0, vocab, (batch, 1), generator=generator)
                 x = (start + 7 * torch.arange(seq + 1)) % vocab  # a learnable sequence
+            if s.calibrate:  # now and then: this backward without sync, for what sync costs
+                with s.calibration(model) as calibration:
+                    logits = model(x[:, :-1])
+                    loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+                    with calibration.backward():
+                        loss.backward()
             with s.phase("forward"):
                 logits = model(x[:, :-1])
                 loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from scalemon.core.units import format_bytes, format_duration, format_percent, format_rate
 from scalemon.state.analysis import Split
+from scalemon.views.text import sync_text
 
 from .glyphs import segments, sparkline
 from .panel import Panel
@@ -16,12 +17,14 @@ from .view import ViewData
 # (field of Split, label, character drawn without colour)
 PARTS = (("forward", "fwd", "f"), ("backward", "bwd", "b"), ("sync", "sync", "s"),
          ("optimizer", "opt", "o"), ("data", "data", "d"), ("other", "other", "·"))
+# In the bar only: the straggler line below says who is waited for and how long.
+BAR_PARTS = (*PARTS[:3], ("wait", "wait", "w"), *PARTS[3:])
 REGIME_STYLE = {"compute-bound": "panel--good", "unknown": "panel--dim"}
 
 
 class SplitPanel(Panel):
     TITLE = "Step split"
-    COMPONENT_CLASSES = {f"split--{name}" for name, _, _ in PARTS}
+    COMPONENT_CLASSES = {f"split--{name}" for name, _, _ in BAR_PARTS}
 
     def title(self, view: ViewData) -> str:
         if view.summary.split is None:
@@ -47,10 +50,10 @@ class SplitPanel(Panel):
 
     def _bar(self, split: Split, width: int) -> Text:
         total = f" {format_duration(split.total)}"
-        cells = segments([(name, split.share(name)) for name, _, _ in PARTS],
+        cells = segments([(name, split.share(name)) for name, _, _ in BAR_PARTS],
                          width - len(total))
         line = Text()
-        glyph = {name: char for name, _, char in PARTS}
+        glyph = {name: char for name, _, char in BAR_PARTS}
         for name, count in cells:
             line.append((glyph[name] if self.plain else "█") * count,
                         style=self.style(f"split--{name}"))
@@ -67,7 +70,8 @@ class SplitPanel(Panel):
         for name, label, char in PARTS:
             item = Text()
             item.append((char if self.plain else "█") + " ", style=self.style(f"split--{name}"))
-            item.append(f"{label:<5}{format_duration(getattr(split, name)):>7} "
+            at_least = "≥" if name == "sync" and split.sync_lower_bound else " "
+            item.append(f"{label:<5}{at_least}{format_duration(getattr(split, name)):>6} "
                         f"{format_percent(split.share(name)):>3}")
             items.append(item)
         cell = max(19, (width + 1) // per_row)
@@ -100,16 +104,15 @@ class SplitPanel(Panel):
             return [Text("one rank: no gradient sync", style=dim)]
         if split.comm <= 0:
             return [Text("no gradient sync measured (no comm hook?)", style=dim)]
-        hidden = max(0.0, split.comm - split.sync)
         straggler = view.summary.straggler
         lines = [Text("no straggler measured yet", style=dim)]
         if straggler is not None and math.isfinite(straggler.wait_s):
             lines = [Text(f"rank {straggler.rank} slowest: peers wait "
                           f"{format_duration(straggler.wait_s)} "
                           f"({format_percent(straggler.wait_s / split.total)})")]
-        lines.append(Text(f"comm {format_duration(split.comm)}, {format_duration(split.sync)} "
-                          f"exposed, {format_percent(hidden / split.comm)} hidden"))
-        rate = Text(f"{format_bytes(split.bytes)}/step at {format_rate(split.bus_bit_s)}")
+        lines.append(Text(sync_text(view.summary, brief=True) or ""))
+        rate = Text(f"comm {format_duration(split.comm)} · {format_bytes(split.bytes)}/step at "
+                    f"{format_rate(split.bus_bit_s)}")
         if view.summary.net_bytes_per_step is not None:
             rate.append(f" · {format_bytes(view.summary.net_bytes_per_step)} sent", style=dim)
         lines.append(rate)

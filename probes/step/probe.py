@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from scalemon.core import layout
 from scalemon.core.codec import encode
@@ -33,12 +33,21 @@ from scalemon.core.records import (
     Record,
     StartRecord,
     StepRecord,
-    SyncTiming,
 )
 from scalemon.io.activity import ActivityWriter
 from scalemon.io.recordfile import RecordFile
 from scalemon.io.transport import MonitorSender
 from scalemon.probes.step.buckets import BucketTimer
+from scalemon.probes.step.calibration import CalibrationSchedule, schedule_from_env
+from scalemon.probes.step.steps import (
+    CALIBRATION_PHASE,
+    NULL_PHASE,
+    NULL_STEP,
+    Collective,
+    NullContext,
+    NullStep,
+    Step,
+)
 
 BACKLOG_RECORDS = 10_000
 
@@ -56,11 +65,14 @@ class StepProbe:
         meta: dict[str, Any] | None = None,
         synchronize: Callable[[], Any] | None = None,
         backlog: int = BACKLOG_RECORDS,
+        calibration: CalibrationSchedule | None = None,
     ) -> None:
         self.active = run_dir is not None
         self.rank = rank
         self.world = world
         self._synchronize = synchronize
+        self._calibration = calibration or CalibrationSchedule()
+        self._synced_ddp = False  # a DDP model is attached over more than one rank
         self._last_step: int | None = None
         self._file: RecordFile | None = None
         self._monitors: MonitorSender | None = None
@@ -102,6 +114,7 @@ class StepProbe:
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
             meta=meta,
             synchronize=synchronize,
+            calibration=schedule_from_env(),
         )
 
     @property
@@ -140,19 +153,20 @@ class StepProbe:
             self._buckets.process_group = group
             self._buckets.world = dist.get_world_size(group)
             model.register_comm_hook(self._buckets, BucketTimer.comm_hook)
+            self._synced_ddp = self._buckets.world > 1
 
-    def step(self, step: int, tokens: int = 0, lr: float | None = None) -> _Step | _NullStep:
+    def step(self, step: int, tokens: int = 0, lr: float | None = None) -> Step | NullStep:
         """Context manager timing one optimizer step; emits a step record on normal exit."""
         if not self.active:
-            return _NULL_STEP
-        return _Step(self, step, tokens, lr)
+            return NULL_STEP
+        return Step(self, step, tokens, lr)
 
-    def collective(self, name: str) -> _Collective | _NullContext:
+    def collective(self, name: str) -> Collective | NullContext:
         """Mark a collective of the loop's own (a stop vote, a metric all-reduce) as a wait,
         so a rank stuck in it shows as waiting for its peers, like one stuck in gradient sync."""
         if not self.active:
-            return _NULL_PHASE
-        return _Collective(self, name)
+            return NULL_PHASE
+        return Collective(self, name)
 
     def checkpoint(self, step: int, path: str | os.PathLike[str], seconds: float,
                    error: str | None = None) -> None:
@@ -215,7 +229,7 @@ class StepProbe:
         self._file.write(data)
         self._monitors.send(data)
 
-    def _emit_step(self, s: _Step, dt: float) -> None:
+    def _emit_step(self, s: Step, dt: float) -> None:
         if not self.active:
             return  # closed while the step ran
         self._last_step = s.step
@@ -224,6 +238,10 @@ class StepProbe:
         except (TypeError, ValueError):
             loss = None
         nosync = statistics.median(s.nosync_backward) if s.nosync_backward else None
+        sample_s = s.phases.get(CALIBRATION_PHASE)
+        compute_s = s.phases.get("forward", 0.0) + s.phases.get("backward", 0.0)
+        self._calibration.observed(dt, compute_s, sample_s,
+                                   accumulated=bool(s.nosync_backward) and sample_s is None)
         monitors, file = self._monitors, self._file
         assert monitors is not None and file is not None  # set while active
         self._emit(
@@ -246,129 +264,3 @@ class StepProbe:
         )
 
 
-class _Step:
-    """One step in progress: phase sums over micro-steps, backward samples, sync timing."""
-
-    __slots__ = (
-        "probe",
-        "step",
-        "tokens",
-        "lr",
-        "loss",
-        "phases",
-        "micro_steps",
-        "nosync_backward",
-        "synced_backward",
-        "sync",
-        "_t0",
-    )
-
-    def __init__(self, probe: StepProbe, step: int, tokens: int, lr: float | None) -> None:
-        self.probe = probe
-        self.step = step
-        self.tokens = tokens
-        self.lr = lr
-        self.loss: float | None = None
-        self.phases: dict[str, float] = {}
-        self.micro_steps = 0
-        self.nosync_backward: list[float] = []
-        self.synced_backward: float | None = None
-        self.sync: SyncTiming | None = None
-
-    def phase(self, name: str, synced: bool | None = None) -> _Phase:
-        """Time a named phase; for backward, synced says whether DDP syncs gradients in it."""
-        return _Phase(self, name, synced)
-
-    def __enter__(self) -> _Step:
-        self.probe._buckets.reset()
-        self.probe._activity.phase(self.step, "step", time.time())
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            return  # an unfinished step has no meaningful timing
-        if self.probe._synchronize is not None:
-            self.probe._synchronize()
-        self.probe._emit_step(self, time.perf_counter() - self._t0)
-        self.probe._activity.phase(self.step, "between steps", time.time())
-
-
-class _Phase:
-    __slots__ = ("_step", "_name", "_synced", "_backward", "_t0")
-
-    def __init__(self, step: _Step, name: str, synced: bool | None) -> None:
-        self._step = step
-        self._name = name
-        self._synced = synced
-        self._backward = name == "backward"
-
-    def __enter__(self) -> _Phase:
-        probe = self._step.probe
-        if self._backward or self._synced:
-            probe._buckets.reset()  # buckets from here on belong to this backward
-        probe._activity.phase(self._step.step, self._name, time.time())
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            return
-        s = self._step
-        probe = s.probe
-        probe._activity.phase(s.step, "step", time.time())
-        if probe._synchronize is not None:
-            probe._synchronize()
-        end = time.perf_counter()
-        seconds = end - self._t0
-        s.phases[self._name] = s.phases.get(self._name, 0.0) + seconds
-        if self._backward:
-            s.micro_steps += 1
-        if self._synced is False:
-            s.nosync_backward.append(seconds)  # no allreduce in it: ground-truth compute
-        elif self._backward or self._synced:
-            sync = probe._buckets.summary(end, probe._wall_offset)
-            # An unflagged backward counts as synced only if DDP actually synced in it.
-            if self._synced or sync is not None:
-                s.synced_backward = seconds
-                s.sync = sync
-
-
-class _Collective:
-    __slots__ = ("_probe", "_name")
-
-    def __init__(self, probe: StepProbe, name: str) -> None:
-        self._probe = probe
-        self._name = name
-
-    def __enter__(self) -> _Collective:
-        now = time.time()
-        step = -1 if self._probe._last_step is None else self._probe._last_step
-        self._probe._activity.phase(step, self._name, now)
-        self._probe._buckets.begin_wait(now)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._probe._buckets.end_wait()
-
-
-class _NullContext:
-    __slots__ = ()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        return None
-
-
-class _NullStep(_NullContext):
-    __slots__ = ("loss",)
-    loss: float | None
-
-    def phase(self, name: str, synced: bool | None = None) -> _NullContext:
-        return _NULL_PHASE
-
-
-_NULL_PHASE = _NullContext()
-_NULL_STEP = _NullStep()

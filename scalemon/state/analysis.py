@@ -27,26 +27,40 @@ SYNC_BOUND = 0.3  # sync share above which gradient sync, not compute, sets the 
 LAG_GRACE_S = 5.0  # relayed records this late are in transit, not behind
 # Runs read from a log (scalemon attach/replay --log) have step times, but no phases or sync.
 PROBE_HINT = "needs the step probe (see README: Your own training loop)"
+MEDIAN_ERROR = 1.2533  # a median's standard error, in standard errors of the mean (normal)
+RESOLVED = 0.10  # the full sync is said once its error is under this share of the tail
 
 
 @dataclass(frozen=True)
 class Split:
-    """The median step of the recent window, in seconds."""
+    """The median step of the recent window, in seconds, its parts adding up to `total`.
+
+    `sync` is what gradient sync adds to a step: the tail after the last bucket is ready
+    (`sync_tail`) plus what the overlapped allreduces slow the backward (`sync_overlap`: the
+    synced backward's compute less the same backward under no_sync, from the no_sync samples).
+    Without such samples only the tail is known: `sync_lower_bound`. A rank's wait for a slower
+    peer's last bucket is `wait`, not sync. `backward` is backward compute without sync.
+    """
 
     data: float
     forward: float
-    backward: float  # backward compute: the backward phase less its exposed sync
-    sync: float  # exposed gradient sync
+    backward: float
+    sync: float
     optimizer: float
     other: float
     total: float
     comm: float  # all bucket allreduces, overlapped or not
-    overlap: float
+    overlap: float  # comm hidden behind backward (comm less the exposed tail)
     bytes: int
     bus_bit_s: float  # achieved ring bandwidth: 2(n−1)/n · bytes·8 / comm
     steps: int  # samples behind the medians
+    wait: float = 0.0  # waiting for a slower rank's last bucket
+    sync_tail: float = 0.0  # sync after the backward's last bucket, less the wait
+    sync_overlap: float = 0.0  # how much the overlapped allreduces slow the backward
+    sync_lower_bound: bool = False  # too few no_sync samples yet: sync is the tail alone
+    sync_samples: int = 0  # no_sync samples behind the compute estimate (the fewest of ranks)
 
-    PARTS = ("data", "forward", "backward", "sync", "optimizer", "other")
+    PARTS = ("data", "forward", "backward", "sync", "wait", "optimizer", "other")
 
     def share(self, part: str) -> float:
         value: float = getattr(self, part)
@@ -73,7 +87,7 @@ class Eta:
 class SyncModel:
     """Measured gradient sync beside the ring model's prediction for the link."""
 
-    exposed_s: float  # median exposed sync per step (comm hook)
+    sync_s: float  # what sync costs a step (Split.sync)
     comm_s: float  # median allreduce time, overlapped or not
     bytes: int  # gradient bytes all-reduced per step
     bus_bit_s: float  # achieved: 2(n−1)/n · bytes·8 / comm
@@ -139,20 +153,80 @@ def window(state: RunState) -> list[StepRecord]:
     return out or [r for recent in state.recent.values() for r in recent]
 
 
+def _waits(state: RunState) -> dict[tuple[int, int], float]:
+    """(step, rank) -> how long the rank's last bucket was ready before the slowest rank's,
+    for the steps every rank has reported (its sync waited that long for the others)."""
+    out = {}
+    for step, ready in state.ready_by_step.items():
+        if len(ready) < 2 or (state.world and len(ready) < state.world):
+            continue
+        latest = max(ready.values())
+        for rank, t in ready.items():
+            out[(step, rank)] = latest - t
+    return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A median and how far it may be off: 1.25 standard deviations over the root of the
+    count, the standard error of a median (infinite below three samples)."""
+
+    value: float
+    error: float
+    samples: int
+
+
+def estimate(values: list[float]) -> Estimate:
+    error = MEDIAN_ERROR * statistics.stdev(values) / math.sqrt(len(values)) \
+        if len(values) >= 3 else math.inf
+    return Estimate(median(values), error, len(values))
+
+
+def compute_estimates(state: RunState) -> dict[int, Estimate]:
+    """Per rank, the backward under no_sync: its compute alone."""
+    return {rank: estimate(list(samples)) for rank, samples in state.nosync.items() if samples}
+
+
 def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | None:
     steps = window(state) if steps is None else steps
     if not steps or state.source == "log":
         return None
+    waits, compute = _waits(state), compute_estimates(state)
+    # Per rank-step: the wait for the slowest rank's last bucket (its tail holds it), the tail
+    # less that wait, and the synced backward less the same backward unsynced less the wait.
+    tails, waited, costs, spent = [], [], [], []
+    used: dict[int, Estimate] = {}
+    for r in steps:
+        if r.sync is None:
+            spent.append(0.0)
+            continue
+        tail = r.sync.exposed
+        wait = min(tail, waits.get((r.step, r.rank), 0.0))
+        tails.append(tail - wait)
+        waited.append(wait)
+        unsynced = compute.get(r.rank)
+        if unsynced is not None and r.synced_backward is not None:
+            used[r.rank] = unsynced
+            costs.append(r.synced_backward - unsynced.value - wait)
+            spent.append(max(tail, r.synced_backward - unsynced.value))
+        else:
+            spent.append(tail)
 
     def phase(name: str) -> float:
         return median(r.phases.get(name, 0.0) for r in steps)
 
-    sync = median(r.sync.exposed if r.sync else 0.0 for r in steps)
-    backward = median(r.phases.get("backward", 0.0) - (r.sync.exposed if r.sync else 0.0)
-                      for r in steps)
+    sync_tail = median(tails) if tails else 0.0
+    known = _resolved(costs, list(used.values()), sync_tail)
+    # The time after the last bucket is all sync: a cost under it is an estimate's noise.
+    sync = max(sync_tail, median(costs)) if known else sync_tail
+    # Which rank is last flips from step to step with the ranks' noise: the mean, not the
+    # median, says how long they wait on the whole.
+    wait = statistics.fmean(waited) if waited else 0.0
+    backward = median(r.phases.get("backward", 0.0) - used
+                      for r, used in zip(steps, spent, strict=True))
     data, forward, optimizer = phase("data"), phase("forward"), phase("optimizer")
     total = median(r.dt for r in steps)
-    other = max(0.0, total - (data + forward + backward + sync + optimizer))
+    other = max(0.0, total - (data + forward + backward + sync + wait + optimizer))
     synced = [r.sync for r in steps if r.sync]
     comm = median(s.comm for s in synced) if synced else 0.0
     nbytes = int(median(s.bytes for s in synced)) if synced else 0
@@ -161,7 +235,21 @@ def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | Non
     return Split(data=data, forward=forward, backward=max(0.0, backward), sync=sync,
                  optimizer=optimizer, other=other, total=total, comm=comm,
                  overlap=median(s.overlap for s in synced) if synced else 0.0,
-                 bytes=nbytes, bus_bit_s=bus, steps=len(steps))
+                 bytes=nbytes, bus_bit_s=bus, steps=len(steps), wait=wait,
+                 sync_tail=sync_tail, sync_overlap=sync - sync_tail,
+                 sync_lower_bound=bool(synced) and not known,
+                 sync_samples=min((e.samples for e in used.values()), default=0))
+
+
+def _resolved(costs: list[float], compute: list[Estimate], tail: float) -> bool:
+    """Whether what sync costs is known well enough to be said: the median cost's error (its
+    own, and that of the compute estimates, which every step of a rank shares, averaged over
+    the ranks) under RESOLVED of the tail. Until then only the tail is sure."""
+    if len(costs) < 3 or not compute:
+        return False
+    own = estimate(costs).error
+    shared = math.sqrt(statistics.fmean(e.error ** 2 for e in compute) / len(compute))
+    return math.hypot(own, shared) <= RESOLVED * max(tail, 1e-3)
 
 
 def split_missing(state: RunState) -> str:
@@ -233,7 +321,8 @@ def predict_accumulation(split_now: Split, now_micro_steps: int, micro: int
                          ) -> tuple[float, float]:
     """(step seconds, sync share) with `micro` micro-steps per allreduce: compute per
     micro-step scales, optimizer and sync stay once per step."""
-    compute = (split_now.data + split_now.forward + split_now.backward) / now_micro_steps
+    compute = (split_now.data + split_now.forward + split_now.backward + split_now.wait) / \
+        now_micro_steps  # a slower rank's lead grows with the compute it does
     step_s = micro * compute + split_now.optimizer + split_now.other + split_now.sync
     return step_s, split_now.sync / step_s if step_s > 0 else math.nan
 
@@ -243,7 +332,8 @@ def sync_advice(state: RunState, split_now: Split | None, now_micro_steps: int
     """When sync dominates: micro-steps per allreduce that bring it under SYNC_TARGET."""
     if split_now is None or not split_now.share("sync") > SYNC_BOUND:
         return None
-    compute = (split_now.data + split_now.forward + split_now.backward) / now_micro_steps
+    compute = (split_now.data + split_now.forward + split_now.backward + split_now.wait) / \
+        now_micro_steps
     if compute <= 0:
         return None
     k = scaling.accumulation_for_sync_share(compute, split_now.sync, SYNC_TARGET)
@@ -292,7 +382,7 @@ def sync_model(state: RunState, split_now: Split | None) -> SyncModel | None:
     ring = state.world or 1
     if split_now is None or split_now.bytes <= 0 or not link or ring < 2:
         return None
-    return SyncModel(exposed_s=split_now.sync, comm_s=split_now.comm, bytes=split_now.bytes,
+    return SyncModel(sync_s=split_now.sync, comm_s=split_now.comm, bytes=split_now.bytes,
                      bus_bit_s=split_now.bus_bit_s,
                      predicted_s=scaling.ring_allreduce_seconds(split_now.bytes, ring, link),
                      link_bit_s=link, link_source=source, ring=ring,

@@ -42,10 +42,11 @@ from scalemon.state.observations import (
 from scalemon.state.ranks import OBSERVED_FIELDS, RankInfo
 from scalemon.state.series import Ema, LossSeries
 
-RECENT = 50  # steps in the rolling window for medians
+RECENT = 100  # steps per rank in the rolling window for medians (steady on a noisy machine)
 SYNC_HISTORY = 120  # steps of sync share kept for the split panel's history
 SMOOTHED_OVER = 200  # the smoothed loss is the EMA of this many last steps
 SEEN_KEPT = 4096  # records remembered per rank to drop duplicates
+NOSYNC_SAMPLES = 32  # no_sync backward samples kept per rank for the compute estimate
 
 
 class RunState:
@@ -71,6 +72,8 @@ class RunState:
         self.loss_rank: int | None = None
         self.recent: dict[int, deque[StepRecord]] = {}
         self.ready_by_step: dict[int, dict[int, float]] = {}  # step -> rank -> last_ready
+        # Per rank, backward times under no_sync (accumulation, calibration): compute alone.
+        self.nosync: dict[int, deque[float]] = {}
         self.step_times: deque[tuple[int, float, int]] = deque(maxlen=RECENT + 1)
         self.sync_history: deque[float] = deque(maxlen=SYNC_HISTORY)  # exposed sync / dt
         self.checkpoint_steps: set[int] = set()
@@ -202,6 +205,11 @@ class RunState:
         if recent is None:
             recent = self.recent[record.rank] = deque(maxlen=RECENT)
         recent.append(record)
+        if record.nosync_backward is not None:
+            samples = self.nosync.get(record.rank)
+            if samples is None:
+                samples = self.nosync[record.rank] = deque(maxlen=NOSYNC_SAMPLES)
+            samples.append(record.nosync_backward)
         if record.sync is not None:
             self.ready_by_step.setdefault(record.step, {})[record.rank] = record.sync.last_ready
             while len(self.ready_by_step) > RECENT:

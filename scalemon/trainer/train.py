@@ -217,6 +217,16 @@ class Run:
             return
         probe.checkpoint(step, str(path), time.perf_counter() - t0)
 
+    def calibrate(self, s: Any, step: int, autocast: Any) -> None:
+        """A forward and backward of the step's first micro-batch under no_sync, thrown away
+        (the gradients are zero before and after): the probe's ground truth for sync."""
+        x, y = self.batch(step * self.accum)
+        with s.calibration(self.net) as calibration:
+            with autocast:
+                loss = self.net(x, y) / self.accum
+            with calibration.backward():
+                loss.backward()
+
     def loop(self, probe: StepProbe, stop: StopRequest) -> str:
         """Train to the horizon or a stop request; returns the end reason."""
         probe.attach_ddp(self.net)  # a plain module (one rank) is fine: nothing to time
@@ -234,6 +244,8 @@ class Run:
                 group["lr"] = lr
             t0 = time.perf_counter()
             with probe.step(step, tokens=self.tokens_per_step, lr=lr) as s:
+                if s.calibrate:  # now and then: what this step's backward costs without sync
+                    self.calibrate(s, step, autocast)
                 loss_sum = torch.zeros((), device=self.device)
                 for micro in range(self.accum):
                     last = micro == self.accum - 1

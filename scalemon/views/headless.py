@@ -22,6 +22,7 @@ from scalemon.views.text import (
     records_text,
     split_text,
     sync_model_text,
+    sync_text,
     system_text,
 )
 
@@ -35,10 +36,13 @@ def status_line(summary: Summary) -> str:
     if eta is not None:
         parts.append(f"{format_count(eta.tok_s)} tok/s")
     parts.append(split_text(summary))
+    sync = sync_text(summary, brief=True)
     model = summary.sync_model
-    if model is not None:
-        parts.append(f"sync {format_duration(model.exposed_s)} (model "
-                     f"{format_duration(model.predicted_s)} at {format_rate(model.link_bit_s)})")
+    if sync and model is not None:
+        sync += (f" (model {format_duration(model.predicted_s)} at "
+                 f"{format_rate(model.link_bit_s)})")
+    if sync:
+        parts.append(sync)
     advice = summary.sync_advice
     if advice is not None:
         parts.append(f"sync-bound: use {advice.micro_steps} micro-steps per allreduce "
@@ -71,15 +75,16 @@ def report(summary: Summary) -> str:
     split = s.split
     if split is not None:
         lines.append(f"median step {format_duration(split.total)}: {split_text(s)}")
-        if split.comm > 0:
-            lines.append(f"sync: exposed {format_duration(split.sync)} of "
-                         f"{format_duration(split.comm)} comm ({format_duration(split.overlap)} "
-                         f"overlapped), {format_bytes(split.bytes)}/step at "
-                         f"{format_rate(split.bus_bit_s)}")
+        sync = sync_text(s)
+        if sync:
+            lines.append(sync)
+            lines.append(f"comm {format_duration(split.comm)} a step "
+                         f"({format_duration(split.overlap)} hidden behind backward), "
+                         f"{format_bytes(split.bytes)}/step at {format_rate(split.bus_bit_s)}")
         model = sync_model_text(s)
         if model:
             lines.append(model)
-    if s.straggler is not None:
+    if s.straggler is not None and (split is None or split.comm <= 0):
         lines.append(f"slowest rank: {s.straggler.rank}, peers wait "
                      f"{format_duration(s.straggler.wait_s)} a step")
     lines.append(f"regime: {s.regime}: {s.advice}")

@@ -12,8 +12,11 @@ from scalemon.core.units import format_bytes, format_duration, format_rate
 from scalemon.state.events import Event, Level
 from scalemon.state.summary import Summary
 
-SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)),
+SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)), ("wait", ("wait",)),
                 ("opt", ("optimizer",)), ("data", ("data",)), ("other", ("other",)))
+LOWER_BOUND_HINT = ("what overlap costs needs no_sync samples: accumulate, or calibrate "
+                    "(README: The step split)")
+UNRESOLVED_HINT = "no_sync samples so far, too few to price the overlap"
 EVENT_MARKS = {Level.INFO: "-", Level.WARN: "!", Level.ERROR: "!!"}
 
 
@@ -22,14 +25,42 @@ def clock(t: float) -> str:
 
 
 def split_text(summary: Summary) -> str:
+    """'fwd+bwd 72% sync 6% wait 1% opt 20% data 0% other 1%' (wait once ranks can wait)."""
     split = summary.split
     if split is None or not split.total > 0:
         return f"split: {summary.split_missing or 'waiting'}"
     parts = []
     for label, names in SPLIT_LABELS:
+        if label == "wait" and (summary.world or 1) < 2:
+            continue
         share = sum(split.share(n) for n in names)
-        parts.append(f"{label} {share:.0%}")
+        at_least = "≥" if label == "sync" and split.sync_lower_bound else ""
+        parts.append(f"{label} {at_least}{share:.0%}")
     return " ".join(parts)
+
+
+def sync_text(summary: Summary, brief: bool = False) -> str | None:
+    """'sync 259 ms: 125 ms after backward + 134 ms slowing the overlapped backward; rank 1
+    slowest, peers wait 40 ms' (`brief`: the first part only, for a status line)."""
+    split = summary.split
+    if split is None or split.comm <= 0:
+        return None
+    tail, slowed = format_duration(split.sync_tail), format_duration(split.sync_overlap)
+    if split.sync_lower_bound:
+        text = f"sync at least {format_duration(split.sync)}"
+        if not brief:
+            why = f"{split.sync_samples} {UNRESOLVED_HINT}" if split.sync_samples else \
+                LOWER_BOUND_HINT
+            text += f" (after backward; {why})"
+    elif brief:
+        text = f"sync {format_duration(split.sync)}: {tail} after backward + {slowed} slowing it"
+    else:
+        text = (f"sync {format_duration(split.sync)}: {tail} after backward + {slowed} slowing "
+                "the overlapped backward")
+    lag = summary.straggler
+    if not brief and lag is not None and math.isfinite(lag.wait_s):
+        text += f"; rank {lag.rank} slowest, peers wait {format_duration(lag.wait_s)}"
+    return text
 
 
 def loss_text(summary: Summary) -> str:
@@ -99,7 +130,7 @@ def sync_model_text(summary: Summary, detail: bool = True) -> str | None:
             f"{format_bytes(model.bytes)} in a ring of {model.ring} over "
             f"{format_rate(model.link_bit_s)} ({model.link_source})")
     if detail:
-        text += f"; exposed sync is {model.exposed_s / model.predicted_s:.2f}x that"
+        text += f"; sync is {model.sync_s / model.predicted_s:.2f}x that"
         if model.net_bytes is not None:
             text += f"; the network probe saw {format_bytes(model.net_bytes)}/step sent"
     return text

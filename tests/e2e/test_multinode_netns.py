@@ -1,7 +1,7 @@
 """Two machines on a simulated LAN: network namespaces joined by a veth pair shaped with tc.
 
 Two-node `scalemon run`s across the link check that node 0's monitor gets every
-rank, that the measured exposed sync agrees with the ring model for the link's
+rank, that the measured sync agrees with the ring model for the link's
 rate, that the regime says sync-bound, and that accumulating 4 micro-steps per
 allreduce lowers the sync share as the model predicts. The second run gives node
 1 a wrong secret: node 0 lets nothing in and says which node is behind, and the
@@ -139,8 +139,8 @@ def test_two_nodes_over_a_shaped_link(lan, tmp_path):
 
     # Exposed sync per step against 2(n-1)/n · bytes / rate.
     model = state.sync_model
-    ratio = model.exposed_s / model.predicted_s
-    print(f"\n{RATE_MBIT:g} Mbit/s, 1 micro-step: exposed sync {model.exposed_s:.3f} s, "
+    ratio = model.sync_s / model.predicted_s
+    print(f"\n{RATE_MBIT:g} Mbit/s, 1 micro-step: sync {model.sync_s:.3f} s, "
           f"model {model.predicted_s:.3f} s (x{ratio:.2f}), {model.bytes} B, achieved "
           f"{model.bus_bit_s / 1e6:.1f} Mbit/s, sync share {state.split.share('sync'):.2f}")
     assert model.bytes == 9_961_472 and model.link_source == "--link"
@@ -158,7 +158,7 @@ def test_two_nodes_over_a_shaped_link(lan, tmp_path):
     share = accum.split.share("sync")
     print(f"{RATE_MBIT:g} Mbit/s, 4 micro-steps: sync share {share:.2f}, predicted "
           f"{predicted_share:.2f}; step {accum.split.total:.2f} s, predicted {predicted_s:.2f} s;"
-          f" exposed sync {accum.split.sync:.3f} s")
+          f" sync {accum.split.sync:.3f} s")
     assert accum.micro_steps == 4
     assert share < state.split.share("sync")
     assert abs(share - predicted_share) <= TOLERANCE * predicted_share

@@ -31,6 +31,7 @@ from support.builders import fed, run_config, start, step, sync
 T0 = 1_795_000_000.0  # a fixed wall clock: Wed 18 Nov 2026 11:06:40 UTC
 VOCAB = 65_536
 STEP_S = 0.5
+SLOWED = 0.02  # what the overlapped allreduces cost the backward
 CUDA_TOKENS = 1_048_576  # 2 ranks x 16 x 2048 tokens x 16 micro-steps
 NET_BYTES_PER_STEP = 73_400_320.0  # what the network probe says the run sends a step
 SECTIONS = {
@@ -60,9 +61,13 @@ def step_record(rank: int, n: int, *, exposed: float = 0.05, t0: float = T0,
                 loss: float | None = None, tokens: int = 1024) -> StepRecord:
     t = t0 + 2.0 + n * STEP_S + 0.002 * rank
     timing = sync(exposed, 0.12, nbytes=146_800_640, buckets=6, last_ready=t - 0.1 + 0.03 * rank)
-    phases = {"data": 0.01, "forward": 0.12, "backward": 0.2 + exposed, "optimizer": 0.06}
+    # 200 ms of backward compute, slowed by 20 ms while buckets reduce; every step has a
+    # no_sync sample of it (as accumulation gives), so the split knows what sync costs.
+    backward = 0.2 + SLOWED + exposed
+    phases = {"data": 0.01, "forward": 0.12, "backward": backward, "optimizer": 0.06}
     return step(rank, n, t=t, dt=STEP_S - 0.01, phases=phases, tokens=tokens,
-                loss=loss_at(n) if loss is None else loss, timing=timing, lr=3e-3)
+                loss=loss_at(n) if loss is None else loss, timing=timing, lr=3e-3,
+                synced_backward=backward, nosync_backward=0.2)
 
 
 def run_records(steps: int = 120, *, t0: float = T0, tokens: int = 1024) -> list:
