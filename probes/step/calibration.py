@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-BUDGET = 0.009  # share of training time the samples may take (a power-of-two interval spends 1-2x less)
+BUDGET = 0.009  # share of training time the samples may take (the power-of-two interval: 1-2x less)
 WARMUP_STEPS = 3  # the first sample comes right after these (allocator, caches, first allreduce)
 MIN_INTERVAL, MAX_INTERVAL = 4, 4096  # steps between samples
 ENV = "SCALEMON_CALIBRATE"  # "auto" (default), "off", or a number of steps between samples
