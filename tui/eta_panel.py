@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from scalemon.core.units import format_count, format_duration, format_money, format_percent
+from scalemon.views.text import printed_text
 
 from .clock import finish_time
 from .panel import Panel
@@ -29,6 +30,9 @@ class EtaPanel(Panel):
             speed.append(f"{format_count(view.summary.eta.tok_s)} tok/s", style=em)
             speed.append(f" · {format_duration(view.summary.eta.step_s)}/step")
         lines.append(speed)
+        printed = printed_text(view.summary)
+        if printed:  # the script's own figures, to read beside scalemon's
+            lines.append(Text.assemble(("the script says: ", dim), printed))
         lines += self._what_if(view)
         return Text("\n").join(lines)
 

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from scalemon.core.units import format_bytes, format_duration, format_percent, format_rate
 from scalemon.state.analysis import Split
-from scalemon.views.text import sync_text
+from scalemon.views.text import plumbing_text, sync_text
 
 from .glyphs import segments, sparkline
 from .panel import Panel
@@ -45,6 +45,10 @@ class SplitPanel(Panel):
         lines += [comm[0], self._sync_history(view, width), *comm[1:]]
         if view.sync_model:
             lines += Text(view.sync_model, style=self.style("panel--dim")).wrap(
+                self.app.console, width)
+        plumbing = view.summary.plumbing
+        if plumbing is not None and not plumbing.isolated and plumbing.world > 1:
+            lines += Text(plumbing_text(view.summary) or "", style=self.style("panel--dim")).wrap(
                 self.app.console, width)
         return Text("\n").join(lines)
 
@@ -100,9 +104,12 @@ class SplitPanel(Panel):
 
     def _comm(self, view: ViewData, split: Split) -> list[Text]:
         dim = self.style("panel--dim")
+        plumbing = view.summary.plumbing
+        if plumbing is not None and plumbing.isolated:
+            return [Text(plumbing_text(view.summary) or "", style=self.style("panel--warn"))]
         if (view.summary.info.world or 1) < 2:
             return [Text("one rank: no gradient sync", style=dim)]
-        if split.comm <= 0:
+        if split.comm <= 0 and not split.collectives:
             return [Text("no gradient sync measured (no comm hook?)", style=dim)]
         straggler = view.summary.straggler
         lines = [Text("no straggler measured yet", style=dim)]
@@ -111,8 +118,13 @@ class SplitPanel(Panel):
                           f"{format_duration(straggler.wait_s)} "
                           f"({format_percent(straggler.wait_s / split.total)})")]
         lines.append(Text(sync_text(view.summary, brief=True) or ""))
-        rate = Text(f"comm {format_duration(split.comm)} · {format_bytes(split.bytes)}/step at "
-                    f"{format_rate(split.bus_bit_s)}")
+        if split.comm > 0:
+            rate = Text(f"comm {format_duration(split.comm)} · {format_bytes(split.bytes)}/step "
+                        f"at {format_rate(split.bus_bit_s)}")
+        else:  # the script's own collectives (nanochat's optimizer), no DDP
+            rate = Text(f"{split.collectives} collectives · "
+                        f"{format_bytes(split.collective_bytes)}/step · blocked "
+                        f"{format_duration(split.sync_blocked)}")
         if view.summary.net_bytes_per_step is not None:
             rate.append(f" · {format_bytes(view.summary.net_bytes_per_step)} sent", style=dim)
         lines.append(rate)

@@ -24,6 +24,10 @@ class BucketTimer:
         self.all_reduce: Callable[..., Any] | None = None  # torch.distributed's, once attached
         self.process_group: Any = None
         self.world = 1
+        # A comm hook of the script's own (hook(bucket) -> Future[Tensor]) that does the sync
+        # instead of the default allreduce: timed the same way.
+        self.inner: Callable[[Any], Any] | None = None
+        self.passthrough = False  # the probe was released: sync, time nothing
         self._activity = activity
         self._lock = threading.Lock()
         self._buckets: list[list[float]] = []
@@ -50,24 +54,34 @@ class BucketTimer:
     # What it does to the bucket is DDP's default allreduce_hook, inlined: that hook chains a
     # Python callback of its own, and one per bucket is enough.
     def comm_hook(self, bucket):
+        if self.passthrough:
+            if self.inner is not None:
+                return self.inner(bucket)
+            return self._average(bucket).then(lambda f: f.value()[0])
         ready = time.perf_counter()
-        tensor = bucket.buffer()
-        entry = [ready, -1.0, float(tensor.nbytes)]
+        entry = [ready, -1.0, float(bucket.buffer().nbytes)]
         with self._lock:
             self._buckets.append(entry)
         self.begin_wait(time.time())
+        if self.inner is not None:
+            return self.inner(bucket).then(lambda f: self._done(entry, f.value()))
+        # [0]: the averaged bucket, which DDP copies back to the grads
+        return self._average(bucket).then(lambda f: self._done(entry, f.value()[0]))
+
+    def _average(self, bucket: Any) -> Any:
+        """DDP's default: an async allreduce of the bucket, averaged; its work's future."""
+        tensor = bucket.buffer()
         if self.world > 1:  # averaged, divided first for fp16's range; by 1 is a wasted pass
             tensor.div_(self.world)
-        work = self.all_reduce(tensor, group=self.process_group, async_op=True)
+        assert self.all_reduce is not None  # attached before DDP's first backward
+        return self.all_reduce(tensor, group=self.process_group, async_op=True).get_future()
 
-        def done(f: Any) -> Any:
-            finished = time.perf_counter()
-            with self._lock:
-                entry[1] = finished
-            self.end_wait()
-            return f.value()[0]  # the averaged bucket, which DDP copies back to the grads
-
-        return work.get_future().then(done)
+    def _done(self, entry: list[float], value: Any) -> Any:
+        finished = time.perf_counter()
+        with self._lock:
+            entry[1] = finished
+        self.end_wait()
+        return value
 
     def summary(self, end: float, wall_offset: float) -> SyncTiming | None:
         """Sync of the backward that ended at `end` (perf_counter); None if nothing synced."""

@@ -30,6 +30,8 @@ from scalemon.core.records import (
     END_REASONS,
     CheckpointRecord,
     EndRecord,
+    JSONScalar,
+    MetaRecord,
     Record,
     StartRecord,
     StepRecord,
@@ -55,6 +57,10 @@ BACKLOG_RECORDS = 10_000
 class StepProbe:
     """Per-rank step timer. Inactive (every method a cheap no-op) when run_dir is None."""
 
+    # Set by scalemon.probes.inject while its probe runs in a script: a probe the script makes
+    # itself takes over (the injected one lets go of the rank's file).
+    on_explicit: Callable[[], None] | None = None
+
     def __init__(
         self,
         run_dir: str | os.PathLike[str] | None,
@@ -78,6 +84,8 @@ class StepProbe:
         self._monitors: MonitorSender | None = None
         if run_dir is None:  # inactive
             return
+        if StepProbe.on_explicit is not None:
+            StepProbe.on_explicit()
         run_dir = Path(run_dir)
         # perf_counter for durations (monotonic, fine-grained); this offset turns its
         # readings into unix time for the fields that other ranks' clocks are compared with.
@@ -149,11 +157,20 @@ class StepProbe:
             import torch.distributed as dist
 
             group = getattr(model, "process_group", None) or dist.group.WORLD
-            self._buckets.all_reduce = dist.all_reduce
+            # torch's own all_reduce, not scalemon.probes.inject's wrapper: DDP's buckets are
+            # not the script's collectives.
+            self._buckets.all_reduce = getattr(dist.all_reduce, "__wrapped__", dist.all_reduce)
             self._buckets.process_group = group
             self._buckets.world = dist.get_world_size(group)
             model.register_comm_hook(self._buckets, BucketTimer.comm_hook)
             self._synced_ddp = self._buckets.world > 1
+
+    def sync_with(self, hook: Callable[[Any], Any]) -> None:
+        """Time a comm hook of the script's own (hook(bucket) -> Future[Tensor]) in place of
+        DDP's default allreduce, on the model attach_ddp attached."""
+        buckets = getattr(self, "_buckets", None)
+        if buckets is not None:
+            buckets.inner = hook
 
     def step(self, step: int, tokens: int = 0, lr: float | None = None) -> Step | NullStep:
         """Context manager timing one optimizer step; emits a step record on normal exit."""
@@ -168,6 +185,12 @@ class StepProbe:
             return NULL_PHASE
         return Collective(self, name)
 
+    def describe(self, meta: dict[str, JSONScalar]) -> None:
+        """What was learned after the start (the model a script builds): merged into the
+        start's meta by every reader."""
+        if self.active:
+            self._emit(lambda: MetaRecord(rank=self.rank, t=time.time(), meta=dict(meta)))
+
     def checkpoint(self, step: int, path: str | os.PathLike[str], seconds: float,
                    error: str | None = None) -> None:
         """A checkpoint written, or with `error`, one that could not be (training goes on)."""
@@ -181,26 +204,35 @@ class StepProbe:
         """Emit the end record and close the file; later calls do nothing."""
         if reason not in END_REASONS:
             raise ValueError(f"reason must be one of {END_REASONS}, not {reason!r}")
+        if self.active:
+            self._emit(
+                lambda: EndRecord(
+                    rank=self.rank,
+                    t=time.time(),
+                    reason=reason,
+                    step=self._last_step,
+                    message=None if message is None else str(message),
+                )
+            )
+            self.release()
+        # DDP keeps the hook state alive until interpreter exit; a process group still
+        # referenced from it then is torn down too late and gloo aborts (SIGABRT).
+        buckets = getattr(self, "_buckets", None)
+        if buckets is not None:
+            buckets.process_group = None
+            buckets.all_reduce = None
+
+    def release(self) -> None:
+        """Stop recording and close the files, without an end record (another probe takes
+        the rank). A comm hook already registered goes on syncing, untimed."""
         if not self.active:
             return
-        self._emit(
-            lambda: EndRecord(
-                rank=self.rank,
-                t=time.time(),
-                reason=reason,
-                step=self._last_step,
-                message=None if message is None else str(message),
-            )
-        )
         self.active = False
         assert self._file is not None and self._monitors is not None  # set while active
         self._file.close()
         self._monitors.close()
         self._activity.close(-1 if self._last_step is None else self._last_step, time.time())
-        # DDP keeps the hook state alive until interpreter exit; a process group still
-        # referenced from it then is torn down too late and gloo aborts (SIGABRT).
-        self._buckets.process_group = None
-        self._buckets.all_reduce = None
+        self._buckets.passthrough = True
 
     def __enter__(self) -> StepProbe:
         return self
@@ -260,6 +292,7 @@ class StepProbe:
                 synced_backward=s.synced_backward,
                 drops=monitors.drops,
                 lost=file.lost,
+                collectives=s.own.timing(),
             )
         )
 

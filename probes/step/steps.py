@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Self
 
-from scalemon.core.records import SyncTiming
+from scalemon.core.records import CollectiveTiming, SyncTiming
 from scalemon.probes.step.calibration import Calibration
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ class Step:
         "nosync_backward",
         "synced_backward",
         "sync",
-        "_t0",
+        "own",
+        "ended_at",
+        "started_at",
     )
 
     def __init__(self, probe: StepProbe, step: int, tokens: int, lr: float | None) -> None:
@@ -45,6 +47,8 @@ class Step:
         self.nosync_backward: list[float] = []
         self.synced_backward: float | None = None
         self.sync: SyncTiming | None = None
+        self.own = CollectiveTally()
+        self.ended_at: float | None = None  # perf_counter; None: the step ends on exit
 
     def phase(self, name: str, synced: bool | None = None) -> Phase:
         """Time a named phase; for backward, synced says whether DDP syncs gradients in it."""
@@ -75,7 +79,7 @@ class Step:
     def __enter__(self) -> Step:
         self.probe._buckets.reset()
         self.probe._activity.phase(self.step, "step", time.time())
-        self._t0 = time.perf_counter()
+        self.started_at = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -83,7 +87,8 @@ class Step:
             return  # an unfinished step has no meaningful timing
         if self.probe._synchronize is not None:
             self.probe._synchronize()
-        self.probe._emit_step(self, time.perf_counter() - self._t0)
+        end = time.perf_counter() if self.ended_at is None else self.ended_at
+        self.probe._emit_step(self, end - self.started_at)
         self.probe._activity.phase(self.step, "between steps", time.time())
 
 
@@ -125,6 +130,36 @@ class Phase:
             if self._synced or sync is not None:
                 s.synced_backward = seconds
                 s.sync = sync
+
+
+class CollectiveTally:
+    """The collectives a script called itself in one step (scalemon.probes.inject counts them):
+    launched, their bytes, the host's time blocked on them, the first launch (unix time)."""
+
+    __slots__ = ("count", "bytes", "blocked", "first_launch")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.blocked = 0.0
+        self.first_launch = float("inf")
+
+    def launched(self, wall: float, nbytes: int) -> None:
+        self.count += 1
+        self.bytes += nbytes
+        self.first_launch = min(self.first_launch, wall)
+
+    def add(self, other: CollectiveTally) -> None:
+        self.count += other.count
+        self.bytes += other.bytes
+        self.blocked += other.blocked
+        self.first_launch = min(self.first_launch, other.first_launch)
+
+    def timing(self) -> CollectiveTiming | None:
+        if not self.count:
+            return None
+        return CollectiveTiming(count=self.count, bytes=self.bytes, blocked=self.blocked,
+                                first_launch=self.first_launch)
 
 
 class Collective:

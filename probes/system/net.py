@@ -197,7 +197,9 @@ def interface_toward(address: str, env: Mapping[str, str] | None = None) -> str 
     list), as it does for gloo. Otherwise the kernel's own choice: connect()
     of a UDP socket picks the route and source address without sending
     anything, and the interface holding that source address is the answer:
-    loopback for 127.0.0.1 or localhost, the LAN interface toward a peer.
+    loopback for 127.0.0.1 or localhost, the LAN interface toward a peer. An address of
+    this machine's own (torchrun --standalone's MASTER_ADDR is the host name) is loopback too:
+    the kernel sends traffic to itself over lo, whatever interface holds the address.
     """
     env = os.environ if env is None else env
     forced = env.get("GLOO_SOCKET_IFNAME", "").split(",")[0].strip()
@@ -214,6 +216,8 @@ def interface_toward(address: str, env: Mapping[str, str] | None = None) -> str 
                 source = sock.getsockname()[0]
         except OSError:
             continue  # no route for this family
+        if _interface_holding(str(sockaddr[0])) is not None:  # ours: the traffic stays local
+            source = "::1" if family == socket.AF_INET6 else "127.0.0.1"
         name = _interface_holding(source)
         if name is not None:
             return name

@@ -25,18 +25,6 @@ if TYPE_CHECKING:
     from scalemon.run.discovery import Target
     from scalemon.sources.base import Source
 
-PROBE_SNIPPET = """\
-from scalemon.probes import StepProbe
-probe = StepProbe.from_env(meta={"vocab": vocab, "steps": steps})
-probe.attach_ddp(model)                        # times the gradient sync (DDP comm hook)
-with probe.step(step, tokens=tokens_per_step) as s:   # around each training step
-    with s.phase("forward"): loss = model(x, y)
-    with s.phase("backward", synced=True): loss.backward()
-    with s.phase("optimizer"): opt.step(); opt.zero_grad()
-    s.loss = loss.item()
-# then launch it with: scalemon run --nproc-per-node N -- train.py ARGS"""
-
-
 @cli.command()
 @click.argument("pid", type=click.IntRange(min=1), required=False)
 @click.option("--run", "run_name", metavar="RUN", help="A scalemon run, by name (or path).")
@@ -155,9 +143,13 @@ def _attach_header(target: Target, source: Source) -> list[str]:
             if parser.unreadable else ""))
     else:
         lines.append(f"  {target.log_note}")
-    lines.append("  the compute/sync split needs the step probe; it is a few lines in the "
-                 "training loop (README: Your own training loop):")
-    lines += ["    " + line for line in PROBE_SNIPPET.splitlines()]
+    if target.relaunch:
+        lines.append("  the compute/sync split needs the step probe, which scalemon injects "
+                     "with no code change: run it as")
+        lines.append(f"    {target.relaunch}")
+    else:
+        lines.append("  the compute/sync split needs the step probe: run the script through "
+                     "`scalemon run [launcher flags] -- SCRIPT ARGS` (or -m MODULE)")
     lines.append("  Ctrl-C stops watching (the process keeps going)")
     return lines
 

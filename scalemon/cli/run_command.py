@@ -63,6 +63,9 @@ RUN_OPTIONS_FOR_RESUME = {"steps", "no_tui", "interval", "resume", "price"}
               help="Seconds between headless status lines.")
 @click.option("--price", type=FiniteFloat(min=0),
               help="Price per GPU-hour for the screen's what-if rows.")
+@click.option("--python", "python", metavar="PYTHON",
+              help="The ranks' interpreter, for a script whose packages live in another "
+              "environment [default: the one scalemon runs in].")
 @click.pass_context
 def run(ctx: click.Context, script: tuple[str, ...], resume: str | None, no_tui: bool,
         interval: float, price: float | None, **options: Any) -> int:
@@ -70,7 +73,8 @@ def run(ctx: click.Context, script: tuple[str, ...], resume: str | None, no_tui:
 
     \b
     scalemon run --depth 4 --backend gloo           the built-in trainer, 2 gloo ranks
-    scalemon run --nproc-per-node 2 -- train.py ARGS   your script, with the probe on
+    scalemon run --nproc-per-node 2 -- train.py ARGS   your script, probe injected
+    scalemon run --nproc-per-node 2 -- -m scripts.base_train ARGS   a module, from here
     scalemon run --depth 4 --backend gloo --nnodes 2 --node-rank 0 --master-addr 192.168.1.10
                                       node 0 of two machines; it prints node 1's command
     """
@@ -79,7 +83,7 @@ def run(ctx: click.Context, script: tuple[str, ...], resume: str | None, no_tui:
     from scalemon.io.rundir import resolve_run
     from scalemon.run import launch
 
-    problem = launch.torch_problem()
+    problem = None if options["python"] else launch.torch_problem()
     if problem:
         raise UserError(problem)
     if resume:
@@ -111,6 +115,9 @@ def _prepare_resume(run_dir: RunDir, steps: int | None) -> RunDir:
     data = config.train.data
     if data and not Path(data).exists():
         raise UserError(f"cannot resume {run_dir.name}: its --data {data} is gone")
+    for what, path in (("directory", config.launch.cwd), ("--python", config.launch.python)):
+        if path and not Path(path).exists():
+            raise UserError(f"cannot resume {run_dir.name}: its {what} {path} is gone")
     if steps:
         config = replace(config, train=replace(config.train, steps=steps))
     run_dir.write_config(config)

@@ -16,7 +16,9 @@ from scalemon.core.records import (
     MAX_RECORD_BYTES,
     SCHEMA_VERSION,
     CheckpointRecord,
+    CollectiveTiming,
     EndRecord,
+    MetaRecord,
     Record,
     StartRecord,
     StepRecord,
@@ -43,10 +45,15 @@ def _sync_dict(s: SyncTiming) -> dict[str, Any]:
     }
 
 
+def _collectives_dict(c: CollectiveTiming) -> dict[str, Any]:
+    return {"count": c.count, "bytes": c.bytes, "blocked": c.blocked,
+            "first_launch": c.first_launch}
+
+
 def _to_dict(r: Record) -> dict[str, Any]:
     head = {"v": SCHEMA_VERSION, "kind": r.kind, "rank": r.rank, "t": r.t}
     if type(r) is StepRecord:
-        return head | {
+        step = head | {
             "step": r.step,
             "dt": r.dt,
             "phases": r.phases,
@@ -60,6 +67,11 @@ def _to_dict(r: Record) -> dict[str, Any]:
             "drops": r.drops,
             "lost": r.lost,
         }
+        if r.collectives is not None:  # an optional key: only injected runs have it
+            step["collectives"] = _collectives_dict(r.collectives)
+        return step
+    if type(r) is MetaRecord:
+        return head | {"meta": r.meta}
     if type(r) is StartRecord:
         return head | {
             "pid": r.pid,

@@ -47,7 +47,8 @@ FIELDS = {
     "train.checkpoint_every": _INDEX,
     "launch.nproc_per_node": _COUNT, "launch.nnodes": _COUNT, "launch.node_rank": _INDEX,
     "launch.master_addr": _TEXT, "launch.master_port": _COUNT, "launch.world_size": _COUNT,
-    "launch.threads_per_rank": _COUNT, "relay.port": _COUNT, "relay.secret": _TEXT,
+    "launch.threads_per_rank": _COUNT, "launch.python": _TEXT, "launch.cwd": _TEXT,
+    "relay.port": _COUNT, "relay.secret": _TEXT,
 }
 # Null means "unknown" or "none" only for these; elsewhere a reader would trip on it.
 NULLABLE = {
@@ -120,6 +121,8 @@ class LaunchConfig:
     world_size: int | None = None
     threads_per_rank: int | None = None
     link_bit_s: float | None = None  # --link, for the sync model; None: the NIC's speed
+    python: str | None = None  # the ranks' interpreter; None: scalemon's own
+    cwd: str | None = None  # where a script's run starts (its module is found from there)
 
     def node_of(self, rank: int) -> int:
         """The node a global rank runs on: torchrun numbers ranks node by node."""

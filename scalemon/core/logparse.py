@@ -55,6 +55,7 @@ class StepLine:
     tok_s: float | None = None
     mfu: float | None = None  # model FLOPs utilisation in percent, as printed
     form: str = "nanochat"  # nanochat | nanochat-sft (no /N) | generic
+    eta_s: float | None = None  # the script's own time-to-go, in seconds (`eta: 3.2m`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,15 @@ def _seconds(value: float, unit: str) -> float:
     return {"ms": value / 1000, "m": value * 60}.get(unit, value)
 
 
+def _duration(text: str | None) -> float | None:
+    """`3.2m`, `40s`, `350ms` as seconds; a bare number is minutes, as nanochat prints it."""
+    parsed = _value(text) if text else None
+    if parsed is None or not 0 <= parsed[0] < math.inf:
+        return None
+    value, unit = parsed
+    return _seconds(value, unit or "m") if unit != "%" else None
+
+
 def _usable(step: int, dt: float) -> bool:
     return step <= MAX_STEP and 0 <= dt < math.inf
 
@@ -126,6 +136,7 @@ def _nanochat(line: str) -> StepLine | EvalLine | None:
             tok_s=_number(fields, "tok/sec", "tok/s"),
             mfu=_number(fields, "bf16_mfu", "mfu"),
             form="nanochat" if horizon else "nanochat-sft",
+            eta_s=_duration(fields.get("eta")),
         )
     return _evaluation(parts)
 

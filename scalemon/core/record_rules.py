@@ -18,7 +18,9 @@ from scalemon.core.errors import RecordError
 from scalemon.core.records import (
     END_REASONS,
     CheckpointRecord,
+    CollectiveTiming,
     EndRecord,
+    MetaRecord,
     Record,
     StartRecord,
     StepRecord,
@@ -76,15 +78,20 @@ def _object(x: Any, key: str) -> dict:
     return x
 
 
+def _meta(x: Any) -> dict:
+    meta = _object(x, "meta")
+    for value in meta.values():
+        if value is not None and type(value) not in (bool, int, float, str):
+            raise RecordError("'meta' values must be JSON scalars")
+    return meta
+
+
 def _parse_start(obj: dict) -> StartRecord:
     rank = _uint(obj["rank"], "rank")
     world = _uint(obj["world"], "world", 1)
     if rank >= world:
         raise RecordError("'rank' must be < 'world'")
-    meta = _object(obj["meta"], "meta")
-    for x in meta.values():
-        if x is not None and type(x) not in (bool, int, float, str):
-            raise RecordError("'meta' values must be JSON scalars")
+    meta = _meta(obj["meta"])
     return StartRecord(
         rank=rank,
         t=_finite(obj["t"], "t"),
@@ -110,6 +117,23 @@ def _parse_sync(x: Any) -> SyncTiming | None:
     )
 
 
+def _parse_collectives(x: Any) -> CollectiveTiming | None:
+    if x is None:
+        return None
+    _object(x, "collectives")
+    return CollectiveTiming(
+        count=_uint(x["count"], "count"),
+        bytes=_uint(x["bytes"], "bytes"),
+        blocked=_seconds(x["blocked"], "blocked"),
+        first_launch=_finite(x["first_launch"], "first_launch"),
+    )
+
+
+def _parse_meta(obj: dict) -> MetaRecord:
+    return MetaRecord(rank=_uint(obj["rank"], "rank"), t=_finite(obj["t"], "t"),
+                      meta=_meta(obj["meta"]))
+
+
 def parse_step(obj: dict) -> StepRecord:
     phases = {k: _seconds(v, "phases") for k, v in _object(obj["phases"], "phases").items()}
     loss = obj["loss"]
@@ -129,6 +153,7 @@ def parse_step(obj: dict) -> StepRecord:
         synced_backward=_opt_seconds(obj["synced_backward"], "synced_backward"),
         drops=_uint(obj["drops"], "drops"),
         lost=_uint(obj["lost"], "lost"),
+        collectives=_parse_collectives(obj.get("collectives")),
     )
 
 
@@ -161,8 +186,12 @@ def _slot_filler(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
 _STEP_KEYS = ("rank", "t", "step", "dt", "phases", "tokens", "loss", "lr", "micro_steps", "sync",
               "nosync_backward", "synced_backward", "drops", "lost")
 _SYNC_KEYS = ("exposed", "comm", "overlap", "bytes", "buckets", "last_ready")
-_step_values, _new_step = operator.itemgetter(*_STEP_KEYS), _slot_filler(StepRecord, _STEP_KEYS)
+_step_values = operator.itemgetter(*_STEP_KEYS)
+_new_step = _slot_filler(StepRecord, (*_STEP_KEYS, "collectives"))
 _sync_values, _new_sync = operator.itemgetter(*_SYNC_KEYS), _slot_filler(SyncTiming, _SYNC_KEYS)
+_COLLECTIVE_KEYS = ("count", "bytes", "blocked", "first_launch")
+_collective_values = operator.itemgetter(*_COLLECTIVE_KEYS)
+_new_collectives = _slot_filler(CollectiveTiming, _COLLECTIVE_KEYS)
 _INF = math.inf
 
 
@@ -199,8 +228,19 @@ def read_step(obj: dict) -> StepRecord:
                 and -_INF < last_ready < _INF):
             return parse_step(obj)
         sync = _new_sync(exposed, comm, overlap, nbytes, buckets, last_ready)
+    collectives = obj.get("collectives")
+    if collectives is not None:
+        try:
+            count, nbytes, blocked, first = _collective_values(collectives)
+        except (KeyError, TypeError):
+            return parse_step(obj)
+        if not (type(count) is type(nbytes) is int and type(blocked) is type(first) is float
+                and 0 <= count < _INT_END and 0 <= nbytes < _INT_END
+                and 0.0 <= blocked < _INF and -_INF < first < _INF):
+            return parse_step(obj)
+        collectives = _new_collectives(count, nbytes, blocked, first)
     return _new_step(rank, t, step, dt, phases, tokens, loss, lr, micro_steps, sync, nosync,
-                     synced, drops, lost)
+                     synced, drops, lost, collectives)
 
 
 def _parse_checkpoint(obj: dict) -> CheckpointRecord:
@@ -234,6 +274,7 @@ def _parse_end(obj: dict) -> EndRecord:
 PARSERS: dict[str, Callable[[dict], Record]] = {
     "start": _parse_start,
     "step": read_step,
+    "meta": _parse_meta,
     "checkpoint": _parse_checkpoint,
     "end": _parse_end,
 }

@@ -43,6 +43,18 @@ class SyncTiming:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CollectiveTiming:
+    """The torch.distributed collectives a script called itself in one step (not DDP's):
+    how many, their tensors' bytes, how long the host blocked on them (a synchronous call, or
+    the wait() on an async one) and when the first was launched (unix time)."""
+
+    count: int
+    bytes: int
+    blocked: float
+    first_launch: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepRecord:
     kind: ClassVar[str] = "step"
     rank: int
@@ -59,6 +71,18 @@ class StepRecord:
     synced_backward: float | None = None
     drops: int = 0
     lost: int = 0
+    collectives: CollectiveTiming | None = None  # optional key: the script's own collectives
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetaRecord:
+    """What a rank learned after its start record: the model found in a script it was
+    injected into (vocab, parameters), its process group. Merged into the start's meta."""
+
+    kind: ClassVar[str] = "meta"
+    rank: int
+    t: float
+    meta: dict[str, JSONScalar] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,5 +106,5 @@ class EndRecord:
     message: str | None = None
 
 
-Record = StartRecord | StepRecord | CheckpointRecord | EndRecord
+Record = StartRecord | StepRecord | MetaRecord | CheckpointRecord | EndRecord
 

@@ -100,6 +100,10 @@ class RunDir:
         return self.logs_dir / layout.STDERR_LOG
 
     @property
+    def stdout_log(self) -> Path:
+        return self.logs_dir / layout.STDOUT_LOG
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.path / layout.CHECKPOINTS
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from scalemon.core import layout
+from scalemon.core import layout, relaunch
 from scalemon.core.errors import AttachError, RunDirError
 from scalemon.io.listing import describe
 from scalemon.io.processes import SUPERVISOR_MODULE, process_alive, python_processes
@@ -54,6 +54,7 @@ class Target:
     root: int | None = None  # top of a plain process's tree (its launcher, or itself)
     world: int | None = None  # WORLD_SIZE, when the environment says it
     master_addr: str | None = None  # toward which the run's traffic goes (picks the interface)
+    relaunch: str | None = None  # the `scalemon run` command that gives the full view
 
 
 # --- processes -----------------------------------------------------------------------
@@ -286,10 +287,36 @@ def target_for_pid(pid: int, log: Path | None = None) -> Target:
     note = None
     if log is None:
         log, note = output_file(pid)
+    root = _tree_root(proc)
+    if "WORLD_SIZE" not in env:  # a launcher: its ranks have the launch environment
+        env = next((e for child in _children(proc) if "WORLD_SIZE" in (e := _environ(child))),
+                   env)
     world = env.get("WORLD_SIZE", "")
-    return Target(pid=pid, name=name, log=log, log_note=note, root=_tree_root(proc),
+    return Target(pid=pid, name=name, log=log, log_note=note, root=root,
                   world=int(world) if world.isdigit() and int(world) > 0 else None,
-                  master_addr=env.get("MASTER_ADDR"))
+                  master_addr=env.get("MASTER_ADDR"), relaunch=_relaunch(root))
+
+
+def _relaunch(pid: int) -> str | None:
+    """`cd DIR && scalemon run ... -- ...`: what the process would be under scalemon."""
+    import shlex
+    import shutil
+    import sys
+
+    try:
+        proc = psutil.Process(pid)
+        cmdline, cwd = proc.cmdline(), proc.cwd()
+    except (psutil.Error, OSError):
+        return None
+    if cmdline and Path(cmdline[0]).name.startswith("python"):
+        # The interpreter as its shell found it (a venv's python is a symlink: not resolved).
+        found = cmdline[0] if "/" in cmdline[0] else \
+            shutil.which(cmdline[0], path=_environ(proc).get("PATH"))
+        cmdline = [os.path.join(cwd, found) if found else cmdline[0], *cmdline[1:]]
+    command = relaunch.scalemon_command(cmdline, os.path.abspath(sys.executable))
+    if command is None:
+        return None
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd else command
 
 
 # --- watching ------------------------------------------------------------------------
@@ -302,7 +329,8 @@ def open_source(target: Target, steps: int | None = None, vocab: int | None = No
     return LogSource(target.log, pid=target.pid, root=target.root,
                      name=target.log.name if target.log else f"pid {target.pid}",
                      steps=steps, vocab=vocab, world=target.world,
-                     master_addr=target.master_addr or DEFAULT_ROUTE_PROBE)
+                     master_addr=target.master_addr or DEFAULT_ROUTE_PROBE,
+                     relaunch=target.relaunch)
 
 
 def stack_pids(source: Source) -> list[int]:

@@ -10,8 +10,10 @@ launcher's exit status into the run dir.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +36,7 @@ from scalemon.io.processes import SUPERVISOR_MODULE, process_alive
 from scalemon.io.rundir import RunDir, check_name, runs_root
 from scalemon.run import relay_protocol
 
+INJECT_MODULE = "scalemon.probes.inject"
 CPU_DEFAULTS = {"seq_len": 512, "device_batch": 1}  # the first step shows within seconds
 CUDA_DEFAULTS = {"seq_len": 2048, "device_batch": 32}  # nanochat's
 
@@ -65,7 +68,8 @@ class RunOptions:
     data: str | None = None
     name: str | None = None
     run_dir: str | None = None
-    script: tuple[str, ...] = ()
+    script: tuple[str, ...] = ()  # SCRIPT ARGS, or -m MODULE ARGS
+    python: str | None = None  # the ranks' interpreter; None: scalemon's own
 
 
 def cuda_device_count() -> int:
@@ -203,8 +207,7 @@ def peer_command(config: RunConfig, node_rank: int = 1) -> str:
 
 def create_run(opts: RunOptions) -> RunDir:
     """Validate the options, make the run dir and write its config (nothing launched yet)."""
-    if opts.script and not Path(opts.script[0]).is_file():
-        raise LaunchError(f"training script {opts.script[0]!r} not found")
+    python = check_python(opts.python, opts.script)
     device, backend = resolve_device(opts.device, opts.backend)
     gpus = cuda_device_count() if device == "cuda" else 0
     if device == "cuda" and gpus == 0:
@@ -214,13 +217,66 @@ def create_run(opts: RunOptions) -> RunDir:
     path = Path(opts.run_dir).expanduser().resolve() if opts.run_dir else \
         runs_root() / config.name
     run = RunDir.create(path)
-    run.write_config(replace(config, name=run.name))
+    launch = replace(config.launch, python=python, cwd=os.getcwd() if opts.script else None)
+    run.write_config(replace(config, name=run.name, launch=launch))
     return run
+
+
+# Run by the ranks' interpreter before anything is launched: what would stop the run.
+_CHECK = """
+import importlib.util, json, os, sys
+problems = []
+if sys.version_info < (3, 11):
+    problems.append("is Python %d.%d; scalemon needs 3.11+" % sys.version_info[:2])
+for name in ("torch", "scalemon.probes.inject"):
+    try:
+        if importlib.util.find_spec(name) is None:
+            problems.append("has no %s" % name)
+    except Exception as error:
+        problems.append("cannot import %s (%s)" % (name, error))
+module = sys.argv[1]
+if module:
+    sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except Exception:
+        found = False
+    if not found:
+        problems.append("finds no module %s from %s" % (module, os.getcwd()))
+print(json.dumps(problems))
+"""
+
+
+def check_python(python: str | None, script: tuple[str, ...]) -> str | None:
+    """The ranks' interpreter (an absolute path; None for scalemon's own), checked: it runs,
+    is Python 3.11+, has torch and scalemon, and finds the script's module from here."""
+    module = script[1] if script[:1] == ("-m",) and len(script) > 1 else ""
+    if script[:1] == ("-m",) and not module:
+        raise LaunchError("-m needs a module: scalemon run -- -m MODULE [ARGS]")
+    if script and not module and not Path(script[0]).is_file():
+        raise LaunchError(f"training script {script[0]!r} not found")
+    if python is None and not module:
+        return None  # scalemon's own interpreter has scalemon; torch_problem checked torch
+    executable = shutil.which(python) if python else sys.executable
+    if executable is None:
+        raise LaunchError(f"--python {python}: no such interpreter")
+    executable = os.path.abspath(executable)
+    try:
+        out = subprocess.run([executable, "-c", _CHECK, module], capture_output=True,
+                             text=True, timeout=120).stdout
+        problems = json.loads(out.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        raise LaunchError(f"--python {python}: does not run as Python") from None
+    if problems:
+        raise LaunchError(f"{python or executable} {problems[0]}" + (
+            " (pip install scalemon into it, or run scalemon from that environment)"
+            if "scalemon" in problems[0] else ""))
+    return executable if python else None
 
 
 def launcher_command(config: RunConfig, run: RunDir) -> list[str]:
     launch = config.launch
-    cmd = [sys.executable, "-m", "torch.distributed.run",
+    cmd = [launch.python or sys.executable, "-m", "torch.distributed.run",
            "--nproc-per-node", str(launch.nproc_per_node)]
     if launch.nnodes == 1:
         cmd.append("--standalone")  # a free local rendezvous port, so runs never collide
@@ -228,8 +284,8 @@ def launcher_command(config: RunConfig, run: RunDir) -> list[str]:
         cmd += ["--nnodes", str(launch.nnodes), "--node-rank", str(launch.node_rank),
                 "--master-addr", str(launch.master_addr), "--master-port",
                 str(launch.master_port)]
-    if config.command == "script":
-        return cmd + list(config.script or ())
+    if config.command == "script":  # each rank runs it with the probe injected
+        return cmd + ["-m", INJECT_MODULE, *(config.script or ())]
     return cmd + ["-m", "scalemon.trainer.train", "--run-dir", str(run.path)]
 
 

@@ -87,7 +87,7 @@ class Supervisor:
                 open(logs / layout.STDERR_LOG, "ab") as err:
             self.proc = subprocess.Popen(
                 launcher_command(self.config, self.run), env=launcher_env(self.config, self.run),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.config.launch.cwd,
             )
         self._record_launcher_pid()
         while True:

@@ -52,11 +52,12 @@ class LogSource(FoldedSource):
     def __init__(self, log: Path | None, *, pid: int | None = None, root: int | None = None,
                  name: str | None = None, steps: int | None = None, vocab: int | None = None,
                  world: int | None = None, system: bool = True,
-                 master_addr: str | None = None) -> None:
+                 master_addr: str | None = None, relaunch: str | None = None) -> None:
         self.log = Path(log) if log else None
         self.pid = pid
         self.root = root or pid
         self.steps, self.vocab, self.world = steps, vocab, world
+        self.relaunch = relaunch  # the `scalemon run` command that would give the full view
         config = RunConfig(name=name or (self.log.name if self.log else f"pid {pid}"),
                            model=ModelConfig(vocab=vocab), train=TrainConfig(steps=steps),
                            launch=LaunchConfig(world_size=world))
@@ -127,7 +128,8 @@ class LogSource(FoldedSource):
             self._started = True
             meta: dict[str, JSONScalar] = {
                 "source": "log", "form": line.form, "start_step": line.step,
-                "steps": self.steps or line.horizon, "vocab": self.vocab, "log": str(self.log)}
+                "steps": self.steps or line.horizon, "vocab": self.vocab, "log": str(self.log),
+                "relaunch": self.relaunch}
             self.state.apply(StartRecord(rank=0, t=t - line.dt, pid=self.pid or 0,
                                          host=self._host, world=self.world or 1, local_rank=0,
                                          meta=meta))

@@ -17,8 +17,10 @@ from scalemon.core import codec
 from scalemon.core.config import RunStatus
 from scalemon.core.errors import RecordError, RunDirError
 from scalemon.core.launcherlog import rank_error_lines
+from scalemon.core.logparse import EvalLine, LogParser, StepLine
 from scalemon.core.records import Record
 from scalemon.io.activity import read_activity
+from scalemon.io.logtail import LogTail
 from scalemon.io.processes import RankWatch, process_alive
 from scalemon.io.rundir import RunDir
 from scalemon.io.tail import RecordTail, read_tail
@@ -33,6 +35,7 @@ from scalemon.state.observations import (
     Note,
     ProcessSeen,
     RelaySeen,
+    ScriptPrinted,
     StatusSeen,
     StderrSeen,
     Tick,
@@ -71,6 +74,9 @@ class RunDirSource(FoldedSource):
         self.socket: MonitorSocket | None = None
         self.socket_problem: str | None = None
         self._last_file_poll = -float("inf")
+        # A script's own step and evaluation lines (nanochat's), beside the probe's records.
+        self.printed = LogTail(run.stdout_log) if self.config.command == "script" else None
+        self.printed_lines = LogParser()
         if live:
             opened = MonitorSocket.open(run.monitors_dir)
             if isinstance(opened, str):
@@ -145,12 +151,23 @@ class RunDirSource(FoldedSource):
                 count += self._apply(record)
         if self.config.launch.nnodes > 1:
             self.state.apply(RelaySeen(self.run.read_relay_status()))
+        self._read_printed()
         status = self.run.read_status()
         if status is not None:
             self._observe_status(status)
         self._last_file_poll = time.monotonic()
         self._report_bad_input()
         return count
+
+    def _read_printed(self) -> None:
+        if self.printed is None:
+            return
+        lines, _ = self.printed.read()
+        now = min(self.printed.mtime or time.time(), time.time())  # a replay's are old lines
+        for line in lines:
+            parsed = self.printed_lines.feed(line)
+            if isinstance(parsed, StepLine | EvalLine):
+                self.state.apply(ScriptPrinted(parsed, now))
 
     def _observe_status(self, status: RunStatus, level: Level | None = None,
                         text: str | None = None) -> None:
@@ -251,6 +268,8 @@ class RunDirSource(FoldedSource):
         if self.socket is not None:
             self.socket.close()
             self.socket = None
+        if self.printed is not None:
+            self.printed.close()
         super().close()
 
 

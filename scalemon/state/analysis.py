@@ -26,7 +26,7 @@ SYNC_TARGET = 0.10
 SYNC_BOUND = 0.3  # sync share above which gradient sync, not compute, sets the pace
 LAG_GRACE_S = 5.0  # relayed records this late are in transit, not behind
 # Runs read from a log (scalemon attach/replay --log) have step times, but no phases or sync.
-PROBE_HINT = "needs the step probe (see README: Your own training loop)"
+PROBE_HINT = "needs the step probe: run it through `scalemon run -- SCRIPT` (README: Any script)"
 MEDIAN_ERROR = 1.2533  # a median's standard error, in standard errors of the mean (normal)
 RESOLVED = 0.10  # the full sync is said once its error is under this share of the tail
 
@@ -40,6 +40,11 @@ class Split:
     synced backward's compute less the same backward under no_sync, from the no_sync samples).
     Without such samples only the tail is known: `sync_lower_bound`. A rank's wait for a slower
     peer's last bucket is `wait`, not sync. `backward` is backward compute without sync.
+
+    A script's own collectives (nanochat's optimizer: async reduce_scatter, all_reduce and
+    all_gather inside optimizer.step) add the time the host blocked on them, less the wait
+    for the slowest rank to launch its first (`sync_blocked`). What they slow the compute
+    they overlap is not measured, so their sync is a lower bound.
     """
 
     data: float
@@ -59,12 +64,42 @@ class Split:
     sync_overlap: float = 0.0  # how much the overlapped allreduces slow the backward
     sync_lower_bound: bool = False  # too few no_sync samples yet: sync is the tail alone
     sync_samples: int = 0  # no_sync samples behind the compute estimate (the fewest of ranks)
+    sync_blocked: float = 0.0  # blocked in the script's own collectives, less the wait
+    collectives: int = 0  # the script's own collectives a step
+    collective_bytes: int = 0  # their tensors' bytes a step
 
     PARTS = ("data", "forward", "backward", "sync", "wait", "optimizer", "other")
 
     def share(self, part: str) -> float:
         value: float = getattr(self, part)
         return value / self.total if self.total > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Plumbing:
+    """How the ranks are connected, as the run shows it: its process group (None: it made
+    none, "" not known), its world, whether DDP syncs its gradients, and what its collectives
+    move a step against what its parameters weigh."""
+
+    backend: str | None
+    world: int
+    ddp: bool | None  # None: not known (a run that does not say)
+    collectives: int  # a step: DDP's buckets and the script's own collectives
+    bytes_per_step: int
+    param_bytes: int | None
+
+    @property
+    def isolated(self) -> bool:
+        """Several ranks and no process group: each trains its own copy, alone."""
+        return self.world > 1 and self.backend is None
+
+    @property
+    def synced_share(self) -> float | None:
+        """Bytes moved a step over the parameters' bytes (DDP's allreduce moves 1x, a sharded
+        optimizer's reduce_scatter and all_gather 2x); None when not known."""
+        if not self.param_bytes or self.isolated or self.world < 2:
+            return None
+        return self.bytes_per_step / self.param_bytes
 
 
 @dataclass(frozen=True)
@@ -194,14 +229,22 @@ def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | Non
     waits, compute = _waits(state), compute_estimates(state)
     # Per rank-step: the wait for the slowest rank's last bucket (its tail holds it), the tail
     # less that wait, and the synced backward less the same backward unsynced less the wait.
-    tails, waited, costs, spent = [], [], [], []
+    tails, waited, costs, spent, blocked = [], [], [], [], []
     used: dict[int, Estimate] = {}
     for r in steps:
+        late = waits.get((r.step, r.rank), 0.0)
+        mine = r.collectives
+        if mine is not None and mine.count:
+            # Without DDP the first collective is where a rank waits for the slowest one.
+            held = 0.0 if r.sync is not None else min(mine.blocked, late)
+            blocked.append(mine.blocked - held)
+            if r.sync is None:
+                waited.append(held)
         if r.sync is None:
             spent.append(0.0)
             continue
         tail = r.sync.exposed
-        wait = min(tail, waits.get((r.step, r.rank), 0.0))
+        wait = min(tail, late)
         tails.append(tail - wait)
         waited.append(wait)
         unsynced = compute.get(r.rank)
@@ -218,7 +261,9 @@ def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | Non
     sync_tail = median(tails) if tails else 0.0
     known = _resolved(costs, list(used.values()), sync_tail)
     # The time after the last bucket is all sync: a cost under it is an estimate's noise.
-    sync = max(sync_tail, median(costs)) if known else sync_tail
+    ddp_sync = max(sync_tail, median(costs)) if known else sync_tail
+    sync_blocked = median(blocked) if blocked else 0.0
+    sync = ddp_sync + sync_blocked
     # Which rank is last flips from step to step with the ranks' noise: the mean, not the
     # median, says how long they wait on the whole.
     wait = statistics.fmean(waited) if waited else 0.0
@@ -232,13 +277,17 @@ def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | Non
     nbytes = int(median(s.bytes for s in synced)) if synced else 0
     world = state.world or 1
     bus = 2 * (world - 1) / world * nbytes * 8 / comm if comm > 0 else math.nan
+    own = [r.collectives for r in steps if r.collectives is not None]
     return Split(data=data, forward=forward, backward=max(0.0, backward), sync=sync,
                  optimizer=optimizer, other=other, total=total, comm=comm,
                  overlap=median(s.overlap for s in synced) if synced else 0.0,
                  bytes=nbytes, bus_bit_s=bus, steps=len(steps), wait=wait,
-                 sync_tail=sync_tail, sync_overlap=sync - sync_tail,
-                 sync_lower_bound=bool(synced) and not known,
-                 sync_samples=min((e.samples for e in used.values()), default=0))
+                 sync_tail=sync_tail, sync_overlap=ddp_sync - sync_tail,
+                 sync_lower_bound=(bool(synced) and not known) or bool(blocked),
+                 sync_samples=min((e.samples for e in used.values()), default=0),
+                 sync_blocked=sync_blocked,
+                 collectives=round(median(c.count for c in own)) if own else 0,
+                 collective_bytes=int(median(c.bytes for c in own)) if own else 0)
 
 
 def _resolved(costs: list[float], compute: list[Estimate], tail: float) -> bool:
@@ -252,9 +301,45 @@ def _resolved(costs: list[float], compute: list[Estimate], tail: float) -> bool:
     return math.hypot(own, shared) <= RESOLVED * max(tail, 1e-3)
 
 
+def plumbing(state: RunState, steps: list[StepRecord]) -> Plumbing | None:
+    """The run's plumbing; None until a step or the run's config says enough (and for a run
+    known by its log alone)."""
+    if state.source == "log":
+        return None
+    meta, config = state.meta, state.config
+    group = meta.get("process_group")
+    if isinstance(group, str):  # an injected probe looked
+        backend: str | None = None if group == "none" else group
+    elif config.command == "train" and config.train.backend:
+        backend = config.train.backend  # scalemon's trainer always makes its group
+    else:
+        backend = ""
+    world = state.world or 1
+    if not steps and backend == "":
+        return None
+    said = meta.get("ddp")
+    ddp: bool | None = said if isinstance(said, bool) else \
+        (True if config.command == "train" and world > 1 else None)
+    buckets = median(r.sync.buckets for r in steps if r.sync) if any(r.sync for r in steps) \
+        else 0.0
+    own = [r.collectives for r in steps if r.collectives]
+    count = buckets + (median(c.count for c in own) if own else 0.0)
+    nbytes = median(((r.sync.bytes if r.sync else 0) +
+                     (r.collectives.bytes if r.collectives else 0)) for r in steps) \
+        if steps else 0.0
+    param_bytes = meta.get("param_bytes")
+    return Plumbing(backend=backend, world=world, ddp=ddp, collectives=round(count),
+                    bytes_per_step=int(nbytes),
+                    param_bytes=param_bytes if isinstance(param_bytes, int) else None)
+
+
 def split_missing(state: RunState) -> str:
     """Why there is no split."""
-    return PROBE_HINT if state.source == "log" else "waiting"
+    if state.source != "log":
+        return "waiting"
+    relaunch = state.meta.get("relaunch")
+    return f"needs the step probe: run it as {relaunch}" if isinstance(relaunch, str) \
+        else PROBE_HINT
 
 
 def micro_steps(steps: list[StepRecord]) -> int:
@@ -344,11 +429,13 @@ def sync_advice(state: RunState, split_now: Split | None, now_micro_steps: int
                       tok_s=tokens / step_s if tokens and step_s > 0 else None)
 
 
-def advice_text(advice: SyncAdvice) -> str:
-    """'34 micro-steps per allreduce (--tokens-per-step 34816) would bring it under 10%: ...'"""
+def advice_text(advice: SyncAdvice, trainer: bool = True) -> str:
+    """'34 micro-steps per allreduce (--tokens-per-step 34816) would bring it under 10%: ...'
+    (for a script of the user's own, its tokens a step rather than scalemon's flag)."""
     text = f"{advice.micro_steps} micro-steps per allreduce"
     if advice.tokens_per_step:
-        text += f" (--tokens-per-step {advice.tokens_per_step})"
+        text += f" (--tokens-per-step {advice.tokens_per_step})" if trainer else \
+            f" ({advice.tokens_per_step:,} tokens a step)"
     text += (f" would bring it under {SYNC_TARGET:.0%}: {format_duration(advice.step_s)} "
              "a step")
     if advice.tok_s:
@@ -365,7 +452,7 @@ def regime(state: RunState, split_now: Split | None, lag: Straggler | None,
         return "unknown", "waiting for steps"
     if advice is not None:
         return "sync-bound", (f"sync is {split_now.share('sync'):.0%} of a step; "
-                              f"{advice_text(advice)}")
+                              f"{advice_text(advice, state.config.command != 'script')}")
     if lag and lag.wait_s > 0.1 * split_now.total:
         return "straggler-bound", (f"rank {lag.rank} is late by {lag.wait_s:.2f} s a step; "
                                    "its peers wait")

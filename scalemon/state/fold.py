@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from scalemon.core.config import RelayStatus, RunConfig, RunPhase, RunStatus
+from scalemon.core.logparse import EvalLine, StepLine
 from scalemon.core.records import (
     CheckpointRecord,
     EndRecord,
     JSONScalar,
+    MetaRecord,
     Record,
     StartRecord,
     StepRecord,
@@ -34,6 +36,7 @@ from scalemon.state.observations import (
     Observation,
     ProcessSeen,
     RelaySeen,
+    ScriptPrinted,
     StatusSeen,
     StderrSeen,
     SystemSeen,
@@ -65,13 +68,16 @@ class RunState:
         self.relay: RelayStatus | None = None  # the relay's status (relay.json)
         self.status: RunStatus | None = None  # how the launcher ended (status.json)
         self.stderr_tail: tuple[str, ...] = ()  # the trainer's last stderr lines, once failed
+        self.printed: StepLine | None = None  # a probed script's own last step line
+        self.printed_eval: EvalLine | None = None  # ... and its last evaluation line
         self.now: float | None = None  # the last tick
         self.ranks: dict[int, RankInfo] = {}
         self.loss_steps = array("q")  # loss of the lowest reporting rank, by step
         self.loss_values = array("d")
         self.loss_rank: int | None = None
         self.recent: dict[int, deque[StepRecord]] = {}
-        self.ready_by_step: dict[int, dict[int, float]] = {}  # step -> rank -> last_ready
+        # step -> rank -> when the rank reached the step's sync (unix time)
+        self.ready_by_step: dict[int, dict[int, float]] = {}
         # Per rank, backward times under no_sync (accumulation, calibration): compute alone.
         self.nosync: dict[int, deque[float]] = {}
         self.step_times: deque[tuple[int, float, int]] = deque(maxlen=RECENT + 1)
@@ -86,13 +92,14 @@ class RunState:
         self._alerts = Alerts()
         self._handlers: dict[type, Callable[[Any], None]] = {
             StartRecord: self._apply_start, StepRecord: self._apply_step,
-            CheckpointRecord: self._apply_checkpoint, EndRecord: self._apply_end,
+            MetaRecord: self._apply_meta, CheckpointRecord: self._apply_checkpoint,
+            EndRecord: self._apply_end,
             StatusSeen: self._apply_status, RelaySeen: self._apply_relay,
             SystemSeen: self._apply_system, StderrSeen: self._apply_stderr,
             ActivitySeen: lambda o: liveness.observe_activity(self, o.rank, o.activity),
             ProcessSeen: lambda o: liveness.observe_process(self, o.rank, o.status, o.t),
             Note: lambda o: self.log(o.t, o.level, o.text),
-            LogRestarted: self._apply_log_restart,
+            LogRestarted: self._apply_log_restart, ScriptPrinted: self._apply_printed,
             Tick: lambda o: liveness.tick(self, o.now),
         }
 
@@ -152,7 +159,7 @@ class RunState:
 
     def apply(self, item: Record | Observation) -> bool:
         """Fold a record or an observation in; False for a record already seen."""
-        if isinstance(item, StartRecord | StepRecord | CheckpointRecord | EndRecord):
+        if isinstance(item, StartRecord | StepRecord | MetaRecord | CheckpointRecord | EndRecord):
             if self._duplicate(item):
                 self.duplicates += 1
                 return False
@@ -182,16 +189,27 @@ class RunState:
         start_step = record.meta.get("start_step")
         info.start_step = start_step if isinstance(start_step, int) else 0
         info.ended = None
-        self.meta.update(record.meta)
+        self._take_meta(record.meta)
         if self.source != "log":  # a log's start record is made up: its world is a placeholder
             self.world = self.world or record.world
-        self.depth = self.depth or _whole(record.meta.get("depth"))
-        self.vocab = self.vocab or _whole(record.meta.get("vocab"))
-        self.horizon = self.horizon or _whole(record.meta.get("steps"))
-        self.tokens_per_step = self.tokens_per_step or _whole(record.meta.get("tokens_per_step"))
         if record.rank == 0:
             verb = "resumed at step" if info.start_step else "started at step"
             self.log(record.t, Level.INFO, f"rank 0 {verb} {info.start_step} on {record.host}")
+
+    def _take_meta(self, meta: dict[str, JSONScalar]) -> None:
+        self.meta.update(meta)
+        self.depth = self.depth or _whole(meta.get("depth"))
+        self.vocab = self.vocab or _whole(meta.get("vocab"))
+        self.horizon = self.horizon or _whole(meta.get("steps"))
+        self.tokens_per_step = self.tokens_per_step or _whole(meta.get("tokens_per_step"))
+
+    def _apply_meta(self, record: MetaRecord) -> None:
+        said = self.meta.get("process_group")
+        self._take_meta(record.meta)  # every rank finds the same model
+        world = self.world or 1
+        if record.meta.get("process_group") == "none" and said != "none" and world > 1:
+            self.log(record.t, Level.WARN, f"{world} ranks, no process group: the ranks do not "
+                                           "communicate (each trains its own copy)")
 
     def _apply_step(self, record: StepRecord) -> None:
         info = self.ranks[record.rank]
@@ -210,8 +228,13 @@ class RunState:
             if samples is None:
                 samples = self.nosync[record.rank] = deque(maxlen=NOSYNC_SAMPLES)
             samples.append(record.nosync_backward)
-        if record.sync is not None:
-            self.ready_by_step.setdefault(record.step, {})[record.rank] = record.sync.last_ready
+        # When the rank reached the step's sync: its last gradient bucket, else its first own
+        # collective. The last rank there sets when the others' sync can finish.
+        arrived = record.sync.last_ready if record.sync is not None else \
+            record.collectives.first_launch if record.collectives is not None and \
+            record.collectives.count else None
+        if arrived is not None:
+            self.ready_by_step.setdefault(record.step, {})[record.rank] = arrived
             while len(self.ready_by_step) > RECENT:
                 del self.ready_by_step[min(self.ready_by_step)]
         if self.loss_rank is None or record.rank < self.loss_rank:
@@ -274,6 +297,18 @@ class RunState:
 
     def _apply_stderr(self, seen: StderrSeen) -> None:
         self.stderr_tail = seen.lines
+
+    def _apply_printed(self, seen: ScriptPrinted) -> None:
+        line = seen.line
+        if isinstance(line, EvalLine):
+            self.printed_eval = line
+            self.log(seen.t, Level.INFO, f"the script's evaluation at {line.text()}")
+            return
+        self.printed = line
+        if self.horizon is None and line.horizon:  # `step S/N`: the script's own horizon
+            self.horizon = line.horizon
+            self.log(seen.t, Level.INFO, f"horizon {line.horizon:,} steps, as the script "
+                                         "prints it")
 
     def _apply_log_restart(self, seen: LogRestarted) -> None:
         self.horizon = seen.horizon

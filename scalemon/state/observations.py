@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from scalemon.core.activity import Activity
 from scalemon.core.config import RelayStatus, RunStatus
+from scalemon.core.logparse import EvalLine, StepLine
 from scalemon.core.snapshots import SystemSnapshot
 from scalemon.state.events import Level
 
@@ -68,6 +69,15 @@ class Note:
 
 
 @dataclass(frozen=True)
+class ScriptPrinted:
+    """A step or evaluation line a probed script printed (its own figures, beside the
+    probe's), read at `t`."""
+
+    line: StepLine | EvalLine
+    t: float
+
+
+@dataclass(frozen=True)
 class LogRestarted:
     """A followed log was truncated or replaced: perhaps a new run, with its own horizon."""
 
@@ -82,4 +92,4 @@ class Tick:
 
 
 Observation = (StatusSeen | RelaySeen | SystemSeen | ActivitySeen | ProcessSeen | StderrSeen
-               | Note | LogRestarted | Tick)
+               | Note | ScriptPrinted | LogRestarted | Tick)

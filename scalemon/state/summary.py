@@ -15,9 +15,18 @@ from typing import Any
 from scalemon.core import scaling
 from scalemon.core.activity import Activity
 from scalemon.core.config import ModelConfig, RelayStatus, RunPhase, RunStatus
+from scalemon.core.logparse import EvalLine, StepLine
 from scalemon.core.snapshots import SystemSnapshot
 from scalemon.state import analysis
-from scalemon.state.analysis import Eta, NodeLag, Split, Straggler, SyncAdvice, SyncModel
+from scalemon.state.analysis import (
+    Eta,
+    NodeLag,
+    Plumbing,
+    Split,
+    Straggler,
+    SyncAdvice,
+    SyncModel,
+)
 from scalemon.state.events import Event
 from scalemon.state.fold import RunState
 from scalemon.state.series import Bucket
@@ -115,6 +124,10 @@ class Summary:
     system: SystemSnapshot | None
     net_bytes_per_step: float | None
     stderr_tail: tuple[str, ...]  # the trainer's last stderr lines once it failed
+    plumbing: Plumbing | None = None
+    printed: StepLine | None = None  # a probed script's own last step line
+    printed_eval: EvalLine | None = None  # ... and its last evaluation
+    unknown: str | None = None  # what an injected probe could not find in the script
 
     @property
     def done(self) -> bool:
@@ -143,6 +156,8 @@ class Summary:
             "sync_advice": _plain(self.sync_advice),
             "nodes_behind": [asdict(lag) for lag in self.nodes_behind],
             "relay": self.relay.to_dict() if self.relay else None,
+            "plumbing": _plain(self.plumbing), "printed": _plain(self.printed),
+            "printed_eval": _plain(self.printed_eval), "unknown": self.unknown,
         }
 
 
@@ -226,7 +241,10 @@ def summarize(state: RunState, now: float) -> Summary:
         records=state.records, info=run_info(state),
         loss_all=state.series.all_buckets(), loss_recent=state.series.recent_buckets(),
         sync_history=tuple(state.sync_history), system=state.system,
-        net_bytes_per_step=state.net_bytes_per_step, stderr_tail=state.stderr_tail)
+        net_bytes_per_step=state.net_bytes_per_step, stderr_tail=state.stderr_tail,
+        plumbing=analysis.plumbing(state, window), printed=state.printed,
+        printed_eval=state.printed_eval,
+        unknown=unknown if isinstance(unknown := state.meta.get("unknown"), str) else None)
 
 
 def refresh(summary: Summary, state: RunState, now: float) -> Summary:
@@ -236,7 +254,7 @@ def refresh(summary: Summary, state: RunState, now: float) -> Summary:
         summary, now=now, phase=state.phase, step=state.step, horizon=state.horizon,
         last_step_t=state.step_times[-1][1] if state.step_times else None, loss=state.loss,
         events=tuple(state.events), event_count=state.events.count, status=state.status,
-        stderr_tail=state.stderr_tail)
+        stderr_tail=state.stderr_tail, printed=state.printed)
 
 
 def fast_key(state: RunState) -> tuple[int, RunPhase, int]:

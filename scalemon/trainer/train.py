@@ -161,6 +161,7 @@ class Run:
                            forward_sync_buffers=False)
         self.meta = {
             "n_params": count_parameters(self.model),
+            "param_bytes": sum(p.numel() * p.element_size() for p in self.model.parameters()),
             "vocab": self.cfg.vocab,
             "depth": self.cfg.depth,
             "seq_len": self.cfg.seq_len,

@@ -19,6 +19,8 @@ from scalemon.views.text import (
     event_line,
     loss_text,
     nodes_text,
+    plumbing_text,
+    printed_text,
     records_text,
     split_text,
     sync_model_text,
@@ -58,6 +60,11 @@ def status_line(summary: Summary) -> str:
         parts.append(f"ETA {format_duration(eta.mid_s)}" if eta.remaining_steps else "done")
     elif summary.horizon is None:
         parts.append(f"ETA unknown ({summary.eta_missing})")
+    printed = printed_text(summary)
+    if printed:
+        parts.append(f"script: {printed}")
+    if summary.plumbing is not None and summary.plumbing.isolated:
+        parts.append(plumbing_text(summary) or "")
     if summary.system is not None:
         parts.append(system_text(summary.system, summary.net_bytes_per_step))
     return " | ".join(parts)
@@ -78,6 +85,7 @@ def report(summary: Summary) -> str:
         sync = sync_text(s)
         if sync:
             lines.append(sync)
+        if split.comm > 0:
             lines.append(f"comm {format_duration(split.comm)} a step "
                          f"({format_duration(split.overlap)} hidden behind backward), "
                          f"{format_bytes(split.bytes)}/step at {format_rate(split.bus_bit_s)}")
@@ -87,6 +95,14 @@ def report(summary: Summary) -> str:
     if s.straggler is not None and (split is None or split.comm <= 0):
         lines.append(f"slowest rank: {s.straggler.rank}, peers wait "
                      f"{format_duration(s.straggler.wait_s)} a step")
+    plumbing = plumbing_text(s)
+    if plumbing:
+        lines.append(f"plumbing: {plumbing}")
+    if s.unknown:
+        lines.append(f"not found in the script: {s.unknown}")
+    printed = printed_text(s)
+    if printed:
+        lines.append(f"the script printed: {printed}")
     lines.append(f"regime: {s.regime}: {s.advice}")
     nodes = nodes_text(s, detail=True)
     if nodes:

@@ -41,26 +41,87 @@ def split_text(summary: Summary) -> str:
 
 def sync_text(summary: Summary, brief: bool = False) -> str | None:
     """'sync 259 ms: 125 ms after backward + 134 ms slowing the overlapped backward; rank 1
-    slowest, peers wait 40 ms' (`brief`: the first part only, for a status line)."""
+    slowest, peers wait 40 ms' (`brief`: the first part only, for a status line). A script's
+    own collectives add the time the host blocked on them (a lower bound: what they slow the
+    compute they overlap is not measured)."""
     split = summary.split
-    if split is None or split.comm <= 0:
+    if split is None or (split.comm <= 0 and not split.collectives):
         return None
+    own = None
+    if split.collectives:
+        own = (f"{format_duration(split.sync_blocked)} blocked in {split.collectives} "
+               f"collective{'s' * (split.collectives != 1)} a step of the script's own "
+               f"({format_bytes(split.collective_bytes)})")
     tail, slowed = format_duration(split.sync_tail), format_duration(split.sync_overlap)
-    if split.sync_lower_bound:
+    if split.comm <= 0:  # no DDP: only the script's collectives (nanochat's optimizer)
+        text = f"sync at least {format_duration(split.sync)}"
+        if not brief:
+            text += f": {own}; what they slow the overlapped compute is not measured"
+    elif split.sync_lower_bound:
         text = f"sync at least {format_duration(split.sync)}"
         if not brief:
             why = f"{split.sync_samples} {UNRESOLVED_HINT}" if split.sync_samples else \
                 LOWER_BOUND_HINT
-            text += f" (after backward; {why})"
+            text += f" (after backward; {why})" if own is None else \
+                f" ({tail} after backward, {own}; {why})"
     elif brief:
         text = f"sync {format_duration(split.sync)}: {tail} after backward + {slowed} slowing it"
     else:
         text = (f"sync {format_duration(split.sync)}: {tail} after backward + {slowed} slowing "
-                "the overlapped backward")
+                "the overlapped backward" + (f" + {own}" if own else ""))
     lag = summary.straggler
     if not brief and lag is not None and math.isfinite(lag.wait_s):
         text += f"; rank {lag.rank} slowest, peers wait {format_duration(lag.wait_s)}"
     return text
+
+
+def plumbing_text(summary: Summary) -> str | None:
+    """'gloo, 2 ranks · 34 collectives a step moving 2.0x the parameters' bytes: gradients
+    synced each step', or the warning that ranks do not communicate at all."""
+    plumbing = summary.plumbing
+    if plumbing is None:
+        return None
+    ranks = f"{plumbing.world} rank{'s' * (plumbing.world != 1)}"
+    if plumbing.isolated:
+        return f"{ranks}, no process group: the ranks do not communicate (each trains its " \
+               "own copy)"
+    head = f"{plumbing.backend}, {ranks}" if plumbing.backend else ranks
+    if plumbing.world < 2:
+        return head
+    parts = [head, f"{plumbing.collectives} collective{'s' * (plumbing.collectives != 1)} a step"]
+    share = plumbing.synced_share
+    if share is not None:
+        verdict = "gradients synced each step" if share >= 0.9 else \
+            "less than the gradients: not all of them synced each step"
+        parts[-1] += f" moving {share:.1f}x the parameters' bytes: {verdict}"
+    elif plumbing.bytes_per_step:
+        parts[-1] += f" moving {format_bytes(plumbing.bytes_per_step)}"
+    if plumbing.ddp is False:
+        parts.append("no DDP")
+    return " · ".join(parts)
+
+
+def printed_text(summary: Summary) -> str | None:
+    """The script's own figures, as it printed them: 'step 13/16 · loss 8.3035 · dt 1.02 s ·
+    tok/s 1,005 · mfu 0.00 · eta 18 s'."""
+    line = summary.printed
+    if line is None:
+        return None
+    step = f"step {line.step}" + (f"/{line.horizon}" if line.horizon else "")
+    parts = [step]
+    if line.loss is not None:
+        parts.append(f"loss {line.loss:.4f}")
+    parts.append(f"dt {format_duration(line.dt)}")
+    if line.tok_s is not None:
+        parts.append(f"tok/s {line.tok_s:,.0f}")
+    if line.mfu is not None:
+        parts.append(f"mfu {line.mfu:.2f}")
+    if line.eta_s is not None:
+        parts.append(f"eta {format_duration(line.eta_s)}")
+    evaluation = summary.printed_eval
+    if evaluation is not None:
+        parts.append(evaluation.text())
+    return " · ".join(parts)
 
 
 def loss_text(summary: Summary) -> str:

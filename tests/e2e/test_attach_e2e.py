@@ -17,7 +17,6 @@ from scalemon.core import codec
 from scalemon.io.processes import process_alive
 from scalemon.io.rundir import RunDir
 from scalemon.run import launch
-from scalemon.state.analysis import PROBE_HINT
 
 pytestmark = pytest.mark.slow
 
@@ -203,10 +202,14 @@ def test_attach_to_a_plain_process_writing_nanochat_lines(tmp_path):
                 f"watching pid {trainer.pid} (")
             assert monitor.read_until(lambda line: "steps from" in line).startswith(
                 f"  steps from {log}: ")
-            monitor.read_until(lambda line: "StepProbe.from_env" in line)  # how to add the probe
+            # The command that runs it with the probe injected, from where it runs.
+            relaunch = (f"cd {os.getcwd()} && scalemon run --nproc-per-node 1 -- "
+                        f"{tmp_path / 'train.py'}")
+            assert monitor.read_until(lambda line: "scalemon run" in line).strip() == relaunch
             monitor.read_until(lambda line: line.endswith("step 0: Validation bpb 0.9"))
             line = monitor.read_until(lambda text: STATUS.match(text) is not None)
-            assert f"split: {PROBE_HINT}" in line and "20.5k tok/s" in line and "ETA" in line
+            assert f"split: needs the step probe: run it as {relaunch}" in line
+            assert "20.5k tok/s" in line and "ETA" in line
             assert " mem " in line  # the system view of its process tree
             _, step = monitor.status()
             monitor.status(after_step=step)

@@ -11,7 +11,9 @@ from scalemon.core.codec import encode
 from scalemon.core.records import (
     END_REASONS,
     CheckpointRecord,
+    CollectiveTiming,
     EndRecord,
+    MetaRecord,
     StartRecord,
     StepRecord,
     SyncTiming,
@@ -32,6 +34,8 @@ sync_timings = st.builds(
     buckets=uints,
     last_ready=wall,
 )
+collective_timings = st.builds(
+    CollectiveTiming, count=uints, bytes=uints, blocked=seconds, first_launch=wall)
 
 
 @st.composite
@@ -64,7 +68,10 @@ step_records = st.builds(
     synced_backward=st.none() | seconds,
     drops=uints,
     lost=uints,
+    collectives=st.none() | collective_timings,
 )
+meta_records = st.builds(MetaRecord, rank=uints, t=wall,
+                         meta=st.dictionaries(short_text, scalars, max_size=12))
 checkpoint_records = st.builds(
     CheckpointRecord, rank=uints, t=wall, step=uints, path=short_text, seconds=seconds
 )
@@ -76,7 +83,8 @@ end_records = st.builds(
     step=st.none() | uints,
     message=st.none() | short_text,
 )
-records = start_records() | step_records | checkpoint_records | end_records
+records = (start_records() | step_records | meta_records | checkpoint_records
+           | end_records)
 
 
 
@@ -90,6 +98,7 @@ def valid_step() -> dict:
         phases={"forward": 0.1},
         tokens=64,
         sync=SyncTiming(exposed=0.1, comm=0.2, overlap=0.1, bytes=8, buckets=1, last_ready=1.0),
+        collectives=CollectiveTiming(count=3, bytes=96, blocked=0.05, first_launch=1.0),
     )
     return json.loads(encode(rec))
 

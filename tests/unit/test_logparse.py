@@ -20,7 +20,7 @@ SFT = ("step 00120 (2.40%) | loss: 1.234567 | lrm: 1.00 | dt: 95.50ms | tok/sec:
 def test_nanochat_base_training_line_current_form():
     line = parse_line(BASE_NEW)
     assert line == StepLine(step=120, dt=pytest.approx(0.35012), loss=5.123456, horizon=5000,
-                            tok_s=46_795, mfu=0.0, form="nanochat")
+                            tok_s=46_795, mfu=0.0, form="nanochat", eta_s=pytest.approx(1710.0))
 
 
 def test_nanochat_base_training_line_older_form_with_mfu_and_no_epoch_or_eta():

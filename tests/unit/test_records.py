@@ -18,6 +18,7 @@ from scalemon.core.records import (
     SCHEMA_VERSION,
     CheckpointRecord,
     EndRecord,
+    MetaRecord,
     StartRecord,
     StepRecord,
 )
@@ -111,12 +112,29 @@ def test_bad_fields_have_short_reasons(change, reason):
         decode(json.dumps(obj))
 
 
-@pytest.mark.parametrize("key", sorted(valid_step()))
+@pytest.mark.parametrize("key", sorted(set(valid_step()) - {"collectives"}))
 def test_every_key_is_required(key):
     obj = valid_step()
     del obj[key]
     with pytest.raises(RecordError):
         decode(json.dumps(obj))
+
+
+def test_collectives_are_optional_and_checked():
+    obj = valid_step()
+    del obj["collectives"]
+    assert decode(json.dumps(obj)).collectives is None  # records written before the key
+    with pytest.raises(RecordError, match="blocked"):
+        decode(json.dumps(valid_step() | {"collectives": {"count": 1, "bytes": 4,
+                                                         "blocked": -1.0,
+                                                         "first_launch": 1.0}}))
+
+
+def test_meta_records_round_trip_and_take_only_scalars():
+    record = MetaRecord(rank=1, t=5.0, meta={"vocab": 4096, "process_group": "none"})
+    assert decode(encode(record)) == record
+    with pytest.raises(RecordError, match="scalars"):
+        decode(json.dumps(json.loads(encode(record)) | {"meta": {"x": [1]}}))
 
 
 def test_start_and_end_rules():

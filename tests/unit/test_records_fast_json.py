@@ -14,7 +14,7 @@ from support.strategies import json_values, mutated, records, step_records
 from scalemon.core import codec, record_rules
 from scalemon.core.codec import decode, encode
 from scalemon.core.errors import RecordError
-from scalemon.core.records import StepRecord
+from scalemon.core.records import CollectiveTiming, StepRecord
 
 pytestmark = pytest.mark.skipif(codec.orjson is None, reason="orjson is not installed")
 
@@ -81,9 +81,8 @@ _bad_values = (st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats()
 @given(step_records, st.data())
 def test_read_step_matches_parse_step(record, data):
     obj = json.loads(encode(record))
-    target = obj
-    if obj["sync"] is not None and data.draw(st.booleans()):
-        target = obj["sync"]
+    target = data.draw(st.sampled_from([obj] + [obj[key] for key in ("sync", "collectives")
+                                                 if obj.get(key) is not None]))
     key = data.draw(st.sampled_from(sorted(target)))
     target[key] = data.draw(_bad_values)
     assert (_outcome(_decoded_as(record_rules.read_step), obj)
@@ -106,10 +105,12 @@ def test_bad_sync_is_the_same_error_on_both_paths(sync):
 
 
 def test_slot_filler_fills_every_field():
+    collectives = CollectiveTiming(count=4, bytes=1024, blocked=0.25, first_launch=9.5)
     record = decode(encode(StepRecord(rank=1, t=2.0, step=3, dt=0.5, tokens=7, loss=1.5,
                                             lr=0.1, micro_steps=2, drops=4, lost=5,
                                             phases={"forward": 0.25}, nosync_backward=0.125,
-                                            synced_backward=0.375)))
+                                            synced_backward=0.375, collectives=collectives)))
     assert record == StepRecord(rank=1, t=2.0, step=3, dt=0.5, tokens=7, loss=1.5, lr=0.1,
                                       micro_steps=2, drops=4, lost=5, phases={"forward": 0.25},
-                                      nosync_backward=0.125, synced_backward=0.375)
+                                      nosync_backward=0.125, synced_backward=0.375,
+                                      collectives=collectives)
