@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint pytest fuzz bench clean
+.PHONY: setup run test test-long lint pytest fuzz bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint pytest
+
+# The suite plus the long cases (tests marked `long`: more bucket shapes for sync's truth).
+test-long: lint
+	$(BIN)/pytest -q -m ""
 
 # The property-based tests with fresh random examples, many of them (tests/conftest.py);
 # `make fuzz FUZZ_EXAMPLES=50000` to search longer. `make test` replays a fixed set.

@@ -32,6 +32,8 @@ RUNS = {
     "probe_overhead_d4": (["--depth", "4", "--vocab", "65536", "--rounds", "6", "--block", "3"],
                           ["--depth", "4", "--vocab", "65536", "--rounds", "1", "--block", "2"]),
     "calibration_cost": (["--steps", "800"], ["--steps", "300"]),
+    "inject_cost": (["--pairs", "6", "--steps", "80"], ["--pairs", "1", "--steps", "20",
+                                                        "--warmup", "5"]),
     "probe_cost": (["--samples", "300"], ["--samples", "30"]),
     "ingest": (["--records", "400000", "--seconds", "2"], ["--records", "40000",
                                                            "--seconds", "0.5"]),
@@ -147,6 +149,16 @@ def main() -> None:
         table.add("step probe's own bookkeeping per step, timed alone",
                   f"{r['bookkeeping_us']:.0f} µs = {r['bookkeeping_us'] / 1000 / r['step_ms']:.2%}"
                   " of a d2 step", "< 1%", r["bookkeeping_us"] / 1000 / r["step_ms"] / 0.01)
+    r = results["inject_cost"]
+    if r:
+        ratio = r["inject_cost_ratio"]
+        table.add(f"injected probe cost per step, no probe code (nanochat-shaped loop, "
+                  f"{r['bare_step_s'] * 1000:.0f} ms steps, paired runs; "
+                  f"range {r['inject_cost_min']:.3f}-{r['inject_cost_max']:.3f})",
+                  f"{ratio:.4f}x the step without it ({(ratio - 1):+.2%})", "< 1%",
+                  (ratio - 1) / 0.01)
+    else:
+        table.missing("injected probe cost per step")
     r = results["calibration_cost"]
     if r:
         table.add(f"no_sync calibration samples' share of training time (d{r['depth']}, "

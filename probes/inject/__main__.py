@@ -46,17 +46,23 @@ def _instrument(module: str | None, script: str | None, args: list[str]) -> Driv
     driver = Driver(probe, world=int(os.environ.get("WORLD_SIZE", "1")))
     if not probe.active:
         return driver
+    patches = None
     try:
         from scalemon.probes.inject.patches import Patches
 
-        Patches(driver).install()
+        patches = Patches(driver)
+        patches.install()
     except Exception as error:  # noqa: BLE001 - the script runs, without the probe
         driver.on = False
+        if patches is not None:
+            patches.uninstall()
         _say(f"probe not injected ({type(error).__name__}: {error}); training unmonitored")
 
     def retire() -> None:  # the script has a step probe of its own: it takes the rank's file
         driver.on = False
         StepProbe.on_explicit = None
+        if patches is not None:
+            patches.uninstall()
         probe.release()
 
     StepProbe.on_explicit = retire

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from scalemon.probes.inject.driver import Driver
+from scalemon.probes.inject.replacing import Replacements
 
 # The collectives a training script calls; point-to-point ops (send, recv) are not timed.
 COLLECTIVES = (
@@ -63,34 +64,26 @@ def tensor_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 
 class Collectives:
-    """Installs the wrappers and the wait patches; `uninstall` puts torch's own back."""
+    """Installs the wrappers and the wait patches (undone with `replaced.restore()`)."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, replaced: Replacements) -> None:
         self.driver = driver
+        self.replaced = replaced
         self._pending: dict[int, tuple[Any, ...]] = {}  # id -> (objects kept alive)
-        self._undo: list[Callable[[], None]] = []
 
     def install(self) -> None:
         import torch
         import torch.distributed as dist
 
+        replace = self.replaced.replace
         for name in COLLECTIVES:
             original = getattr(dist, name, None)
             if original is not None:
-                self._replace(dist, name, self._wrap(original))
+                replace(dist, name, self._wrap(original))
         work = dist.Work
-        self._replace(work, "wait", self._timed_wait(work.wait))
-        self._replace(work, "get_future", self._future_of(work.get_future))
-        self._replace(torch._C.Future, "wait", self._timed_wait(torch._C.Future.wait))
-
-    def uninstall(self) -> None:
-        while self._undo:
-            self._undo.pop()()
-
-    def _replace(self, owner: Any, name: str, new: Any) -> None:
-        old = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name)
-        setattr(owner, name, new)
-        self._undo.append(lambda: setattr(owner, name, old))
+        replace(work, "wait", self._timed_wait(work.wait))
+        replace(work, "get_future", self._future_of(work.get_future))
+        replace(torch._C.Future, "wait", self._timed_wait(torch._C.Future.wait))
 
     def _wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
         driver = self.driver

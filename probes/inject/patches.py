@@ -4,9 +4,9 @@ runs, each reporting to the Driver.
 - optimizer steps: torch.optim's global step pre/post hooks (every optimizer, however many);
 - backward: torch.autograd.backward (what `loss.backward()` calls), synced or not as the
   script's DDP says (`no_sync()` and `require_backward_grad_sync` set the same flag);
-- forward: a pre/post hook on the model's outermost module (models.trained_roots), found at
-  the first backward and the first step of each optimizer; only forwards with gradients on
-  count (an evaluation under no_grad is not a step);
+- forward: a pre/post hook on the model's outermost module (models.trained_roots), looked
+  for when an optimizer is built, at the first backward and at each optimizer's first step;
+  only forwards with gradients on count (an evaluation under no_grad is not a step);
 - data: a torch DataLoader's iterator (other loaders' time is the step's "other");
 - DDP: the step probe's comm hook on the first DDP built; a hook the script registers itself
   is timed inside it (probe.sync_with);
@@ -23,12 +23,14 @@ from typing import Any
 from scalemon.probes.inject import models
 from scalemon.probes.inject.collectives import Collectives, quiet
 from scalemon.probes.inject.driver import Driver
+from scalemon.probes.inject.replacing import Replacements
 
 
 class Patches:
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
-        self.collectives = Collectives(driver)
+        self.replaced = Replacements()
+        self.collectives = Collectives(driver, self.replaced)
         self.roots: list[Any] = []  # hooked modules, strongly held: the script holds them too
         self._hooked: set[int] = set()
         self._ddps: list[weakref.ref[Any]] = []
@@ -42,9 +44,11 @@ class Patches:
         import torch
         import torch.optim.optimizer as optim
 
-        optim.register_optimizer_step_pre_hook(self._optimizer_pre)
-        optim.register_optimizer_step_post_hook(self._optimizer_post)
-        torch.autograd.backward = self._backward(torch.autograd.backward)
+        keep, replace = self.replaced.keep, self.replaced.replace
+        keep(optim.register_optimizer_step_pre_hook(self._optimizer_pre).remove)
+        keep(optim.register_optimizer_step_post_hook(self._optimizer_post).remove)
+        self._patch_optimizer_init(optim.Optimizer)
+        replace(torch.autograd, "backward", self._backward(torch.autograd.backward))
         self._patch_ddp()
         self._patch_dataloader()
         self.collectives.install()
@@ -53,13 +57,35 @@ class Patches:
         driver.describe = self._describe
         driver.closed = lambda steps: self.collectives.forget_before(steps - 1)
 
+    def uninstall(self) -> None:
+        """torch as it was, but for DDP's comm hook registration (a DDP cannot drop its
+        hook: it syncs on, untimed, or runs the script's own hook inside it)."""
+        self.replaced.restore()
+        self.roots = []
+
     # --- optimizer and backward -----------------------------------------------------------
+
+    def _patch_optimizer_init(self, base: Any) -> None:
+        """An optimizer built: its model is looked for now, so the first step's forward is
+        timed too (every optimizer calls the base class's __init__)."""
+        init = base.__init__
+
+        @functools.wraps(init)
+        def optimizer_init(optimizer: Any, *args: Any, **kwargs: Any) -> None:
+            init(optimizer, *args, **kwargs)
+            if self.driver.on and id(optimizer) not in self._searched:
+                self._search(optimizer)
+
+        self.replaced.replace(base, "__init__", optimizer_init)
+
+    def _search(self, optimizer: Any) -> None:
+        self._searched.add(id(optimizer))
+        params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self._find_models(params)
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if id(optimizer) not in self._searched and self.driver.on:
-            self._searched.add(id(optimizer))
-            params = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            self._find_models(params)
+            self._search(optimizer)
         self.driver.optimizer_started()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -127,8 +153,10 @@ class Patches:
                 driver.forward_ended(loss)
 
         # Not traced by torch.compile when the module is compiled after it was hooked.
-        module.register_forward_pre_hook(torch.compiler.disable(pre), with_kwargs=True)
-        module.register_forward_hook(torch.compiler.disable(post), always_call=True)
+        keep = self.replaced.keep
+        keep(module.register_forward_pre_hook(torch.compiler.disable(pre),
+                                              with_kwargs=True).remove)
+        keep(module.register_forward_hook(torch.compiler.disable(post), always_call=True).remove)
 
     # --- DDP ------------------------------------------------------------------------------
 
@@ -167,7 +195,9 @@ class Patches:
                     "FP16_COMPRESS": default_hooks.fp16_compress_hook}[comm_hook_type.name]
             return register_comm_hook(ddp, getattr(ddp, "process_group", None), hook)
 
-        setattr(DDP, "__init__", ddp_init)  # noqa: B010 - setattr: a method replaced on purpose
+        self.replaced.replace(DDP, "__init__", ddp_init)
+        # Kept when the probe stands down: the DDP it hooked takes no second hook, so a hook
+        # registered later must still run inside the probe's.
         setattr(DDP, "register_comm_hook", register_comm_hook)  # noqa: B010
         setattr(DDP, "_register_builtin_comm_hook", register_builtin_comm_hook)  # noqa: B010
 
@@ -198,7 +228,7 @@ class Patches:
             driver.batch_fetched(start, time.perf_counter() - start)
             return batch
 
-        setattr(iterator, "__next__", next_batch)  # noqa: B010
+        self.replaced.replace(iterator, "__next__", next_batch)
 
     # --- facts ----------------------------------------------------------------------------
 

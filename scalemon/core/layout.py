@@ -19,6 +19,7 @@ CHECKPOINTS = "checkpoints"
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
 SUPERVISOR_LOG = "supervisor.log"
+PYTHON_PATH = "python-path"  # for ranks of another interpreter (--python): scalemon, linked
 SUBDIRS = (RANKS, MONITORS, LOGS, CHECKPOINTS)
 
 RANK_FILE_PATTERN = "rank-*.jsonl"

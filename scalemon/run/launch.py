@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -218,9 +219,23 @@ def create_run(opts: RunOptions) -> RunDir:
         runs_root() / config.name
     run = RunDir.create(path)
     launch = replace(config.launch, python=python, cwd=os.getcwd() if opts.script else None)
+    if python:
+        link_scalemon(run.path / layout.PYTHON_PATH)
     run.write_config(replace(config, name=run.name, launch=launch))
     return run
 
+
+def link_scalemon(where: Path) -> Path:
+    """A directory holding only `scalemon` (a link to this one), for another interpreter's
+    PYTHONPATH: its ranks run this scalemon's probe (the records' schema is the monitor's)
+    without scalemon installed there, and nothing else of this environment shadows theirs."""
+    import scalemon
+
+    where.mkdir(parents=True, exist_ok=True)
+    link = where / "scalemon"
+    if not link.is_symlink():
+        link.symlink_to(Path(scalemon.__file__).resolve().parent, target_is_directory=True)
+    return where
 
 # Run by the ranks' interpreter before anything is launched: what would stop the run.
 _CHECK = """
@@ -261,17 +276,24 @@ def check_python(python: str | None, script: tuple[str, ...]) -> str | None:
     if executable is None:
         raise LaunchError(f"--python {python}: no such interpreter")
     executable = os.path.abspath(executable)
-    try:
-        out = subprocess.run([executable, "-c", _CHECK, module], capture_output=True,
-                             text=True, timeout=120).stdout
-        problems = json.loads(out.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        raise LaunchError(f"--python {python}: does not run as Python") from None
+    env = os.environ.copy()
+    with tempfile.TemporaryDirectory() as scratch:
+        if python:  # checked as its ranks will run: this scalemon on its path
+            env["PYTHONPATH"] = _joined(str(link_scalemon(Path(scratch))), env)
+        try:
+            out = subprocess.run([executable, "-c", _CHECK, module], capture_output=True,
+                                 text=True, timeout=120, env=env).stdout
+            problems = json.loads(out.strip().splitlines()[-1])
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            raise LaunchError(f"--python {python}: does not run as Python") from None
     if problems:
-        raise LaunchError(f"{python or executable} {problems[0]}" + (
-            " (pip install scalemon into it, or run scalemon from that environment)"
-            if "scalemon" in problems[0] else ""))
+        raise LaunchError(f"{python or executable} {problems[0]}")
     return executable if python else None
+
+
+def _joined(first: str, env: dict[str, str]) -> str:
+    rest = env.get("PYTHONPATH")
+    return f"{first}{os.pathsep}{rest}" if rest else first
 
 
 def launcher_command(config: RunConfig, run: RunDir) -> list[str]:
@@ -292,6 +314,8 @@ def launcher_command(config: RunConfig, run: RunDir) -> list[str]:
 def launcher_env(config: RunConfig, run: RunDir) -> dict[str, str]:
     env = dict(os.environ)
     env[layout.RUN_DIR_ENV] = str(run.path)
+    if config.launch.python:
+        env["PYTHONPATH"] = _joined(str(run.path / layout.PYTHON_PATH), env)
     env["OMP_NUM_THREADS"] = str(config.launch.threads_per_rank or 1)
     env["PYTHONUNBUFFERED"] = "1"  # rank output reaches the log as it happens
     env.pop(relay_protocol.SECRET_ENV, None)  # the relay's business, not the ranks'

@@ -26,7 +26,8 @@ SYNC_TARGET = 0.10
 SYNC_BOUND = 0.3  # sync share above which gradient sync, not compute, sets the pace
 LAG_GRACE_S = 5.0  # relayed records this late are in transit, not behind
 # Runs read from a log (scalemon attach/replay --log) have step times, but no phases or sync.
-PROBE_HINT = "needs the step probe: run it through `scalemon run -- SCRIPT` (README: Any script)"
+PROBE_HINT = ("needs the step probe: run it through `scalemon run -- SCRIPT` "
+              "(README: Any training script)")
 MEDIAN_ERROR = 1.2533  # a median's standard error, in standard errors of the mean (normal)
 RESOLVED = 0.10  # the full sync is said once its error is under this share of the tail
 

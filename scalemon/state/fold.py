@@ -257,7 +257,8 @@ class RunState:
                 self.loss_values.pop()
         self.loss_steps.append(record.step)
         self.loss_values.append(math.nan if record.loss is None else record.loss)
-        exposed = record.sync.exposed if record.sync else 0.0
+        exposed = (record.sync.exposed if record.sync else 0.0) + \
+            (record.collectives.blocked if record.collectives else 0.0)
         self.sync_history.append(exposed / record.dt if record.dt > 0 else 0.0)
 
     def _apply_checkpoint(self, record: CheckpointRecord) -> None:

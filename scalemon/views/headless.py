@@ -139,12 +139,13 @@ def follow(source: Source, out: Callable[[str], None], interval: float = 5.0,
         since = time.monotonic() - last_line
         if summary.done or (since >= interval and summary.step != last_step) or \
                 since >= 6 * interval:
+            if summary.done:
+                source.catch_up()  # the last line says all the run left behind
             summary = source.summary()
             out(status_line(summary))
             last_line, last_step = time.monotonic(), summary.step
         if summary.done:
-            source.catch_up()
-            recorded = records_text(source.summary())
+            recorded = records_text(summary)
             if recorded:
                 out(recorded)
         if summary.done or stop():

@@ -139,9 +139,15 @@ def loss_text(summary: Summary) -> str:
 def system_text(snapshot: SystemSnapshot, net_bytes_per_step: float | None = None) -> str:
     """CPU of the run's ranks, memory, GPUs and the run interface, in one short segment."""
     host, parts = snapshot.host, []
-    ranks = [p for p in host.processes if p.rank is not None]
+    # A rank's helpers (torch.compile's workers, DataLoader workers) inherit its RANK: summed.
+    ranks: dict[int, float] = {}
+    for p in host.processes:
+        if p.rank is not None:
+            before = ranks.get(p.rank)
+            ranks[p.rank] = p.cpu_percent if before is None or math.isnan(before) else \
+                before + (0.0 if math.isnan(p.cpu_percent) else p.cpu_percent)
     if ranks:
-        parts.append("cpu " + " ".join(f"r{p.rank} {p.cpu_percent:.0f}%" for p in ranks))
+        parts.append("cpu " + " ".join(f"r{rank} {cpu:.0f}%" for rank, cpu in ranks.items()))
     else:
         parts.append(f"cpu {host.cpu_percent_total:.0f}%")
     parts.append(f"mem {format_bytes(host.mem_used_bytes)}/{format_bytes(host.mem_total_bytes)}")

@@ -25,7 +25,12 @@ each figure is a median of many: STEPS cycles give STEPS truth samples per rank 
 steps per rank (the monitor's window), their no_sync calibration taken every step
 (SCALEMON_CALIBRATE=1) so that the compute estimate holds its 32 samples per rank. At 100 the
 two figures differ by about 4% from noise alone (the ratio spread 0.95-1.09 over eight cases
-in two runs), against the 15% allowed; at 60 it was twice that.
+in two runs), against the 15% allowed; at 60 it was twice that. Now and then the samples of
+a run are too spread for the split to price the overlap (it then says "sync at least" the
+tail); that case runs once more, and a second such run fails.
+
+`make test` runs the default buckets and the straggler; `make test-long` adds 1 MB buckets
+and one 100 MB bucket (about two minutes more).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ TOLERANCE = 0.15
 
 def run_worker(tmp_path: Path, bucket_mb: float, sleep: float = 0.0, naive: bool = False):
     """(the monitor's summary of the probe steps, truth samples by rank, naive samples)."""
+    tmp_path.mkdir()
     run = make_run(tmp_path, "run", launch={"world_size": WORLD})
     env = os.environ | {"SCALEMON_RUN_DIR": str(run.path), "OMP_NUM_THREADS": "1",
                         "SCALEMON_CALIBRATE": "1"}
@@ -84,12 +90,15 @@ def ground_truth(truth: list[list[list[float]]]) -> tuple[float, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("bucket_mb, sleep, naive", [
     pytest.param(25.0, 0.0, True, id="DDP's default 25 MB buckets"),
-    pytest.param(1.0, 0.0, False, id="1 MB buckets"),
-    pytest.param(100.0, 0.0, False, id="one 100 MB bucket"),
+    pytest.param(1.0, 0.0, False, id="1 MB buckets", marks=pytest.mark.long),
+    pytest.param(100.0, 0.0, False, id="one 100 MB bucket", marks=pytest.mark.long),
     pytest.param(25.0, SLEEP_S, False, id="a straggler"),
 ])
 def test_split_sync_is_what_sync_costs(tmp_path, bucket_mb, sleep, naive):
-    summary, truth, naive_samples = run_worker(tmp_path, bucket_mb, sleep, naive)
+    summary, truth, naive_samples = run_worker(tmp_path / "first", bucket_mb, sleep, naive)
+    if summary.split.sync_lower_bound:  # too noisy a run to price the overlap: one more
+        summary, truth, naive_samples = run_worker(tmp_path / "second", bucket_mb, sleep,
+                                                   naive)
     split = summary.split
     true_sync, true_wait = ground_truth(truth)
     barrier = statistics.median(naive_samples) if naive_samples else 0.0
