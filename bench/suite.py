@@ -26,14 +26,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+TINY = ["--vocab", "512", "--embd", "64", "--seq-len", "32"]  # a few-ms step: fixed costs show
 # script -> (default arguments, --quick arguments)
 RUNS = {
     "probe_overhead": (["--rounds", "20", "--block", "10"], ["--rounds", "3", "--block", "4"]),
     "probe_overhead_d4": (["--depth", "4", "--vocab", "65536", "--rounds", "6", "--block", "3"],
                           ["--depth", "4", "--vocab", "65536", "--rounds", "1", "--block", "2"]),
     "calibration_cost": (["--steps", "800"], ["--steps", "300"]),
-    "inject_cost": (["--pairs", "6", "--steps", "80"], ["--pairs", "1", "--steps", "20",
-                                                        "--warmup", "5"]),
+    "inject_cost": (["--rounds", "16", "--block", "8"], ["--rounds", "2", "--block", "3"]),
+    "inject_cost_tiny": (["--rounds", "30", "--block", "20", *TINY], ["--rounds", "2",
+                                                                    "--block", "5", *TINY]),
     "probe_cost": (["--samples", "300"], ["--samples", "30"]),
     "ingest": (["--records", "400000", "--seconds", "2"], ["--records", "40000",
                                                            "--seconds", "0.5"]),
@@ -44,7 +46,8 @@ RUNS = {
     "attach_long": (["--steps", "500000", "--runs", "3", "--no-log"],
                     ["--steps", "20000", "--runs", "1", "--no-log"]),
 }
-SCRIPT = {"attach_long": "attach_first_screen", "probe_overhead_d4": "probe_overhead"}
+SCRIPT = {"attach_long": "attach_first_screen", "probe_overhead_d4": "probe_overhead",
+          "inject_cost_tiny": "inject_cost"}
 
 
 def machine() -> str:
@@ -149,16 +152,19 @@ def main() -> None:
         table.add("step probe's own bookkeeping per step, timed alone",
                   f"{r['bookkeeping_us']:.0f} µs = {r['bookkeeping_us'] / 1000 / r['step_ms']:.2%}"
                   " of a d2 step", "< 1%", r["bookkeeping_us"] / 1000 / r["step_ms"] / 0.01)
-    r = results["inject_cost"]
-    if r:
+    for name, shape in (("inject_cost", "nanochat d4's size"),
+                        ("inject_cost_tiny", "a tiny model, magnifying fixed costs")):
+        r = results[name]
+        if not r:
+            table.missing(f"injected probe cost per step, {shape}")
+            continue
         ratio = r["inject_cost_ratio"]
-        table.add(f"injected probe cost per step, no probe code (nanochat-shaped loop, "
-                  f"{r['bare_step_s'] * 1000:.0f} ms steps, paired runs; "
-                  f"range {r['inject_cost_min']:.3f}-{r['inject_cost_max']:.3f})",
-                  f"{ratio:.4f}x the step without it ({(ratio - 1):+.2%})", "< 1%",
-                  (ratio - 1) / 0.01)
-    else:
-        table.missing("injected probe cost per step")
+        extra = (r["inject_cost_ratio"] - 1) * r["bare_step_s"] * 1e6
+        table.add(f"injected probe cost per step, no probe code, {shape} (nanochat-shaped "
+                  f"loop, {r['bare_step_s'] * 1000:.1f} ms steps, interleaved; rounds "
+                  f"{r['inject_cost_min']:.3f}-{r['inject_cost_max']:.3f})",
+                  f"{ratio:.4f}x the step without it ({(ratio - 1):+.2%}, {extra:+.0f} µs)",
+                  *(("< 1%", (ratio - 1) / 0.01) if name == "inject_cost" else ()))
     r = results["calibration_cost"]
     if r:
         table.add(f"no_sync calibration samples' share of training time (d{r['depth']}, "

@@ -16,7 +16,7 @@ SPLIT_LABELS = (("fwd+bwd", ("forward", "backward")), ("sync", ("sync",)), ("wai
                 ("opt", ("optimizer",)), ("data", ("data",)), ("other", ("other",)))
 LOWER_BOUND_HINT = ("what overlap costs needs no_sync samples: accumulate, or calibrate "
                     "(README: The step split)")
-UNRESOLVED_HINT = "no_sync samples so far, too few to price the overlap"
+UNRESOLVED_HINT = "so far, too few to price the overlap"
 EVENT_MARKS = {Level.INFO: "-", Level.WARN: "!", Level.ERROR: "!!"}
 
 
@@ -60,8 +60,9 @@ def sync_text(summary: Summary, brief: bool = False) -> str | None:
     elif split.sync_lower_bound:
         text = f"sync at least {format_duration(split.sync)}"
         if not brief:
-            why = f"{split.sync_samples} {UNRESOLVED_HINT}" if split.sync_samples else \
-                LOWER_BOUND_HINT
+            samples = split.sync_samples
+            why = f"{samples} no_sync sample{'s' * (samples != 1)} {UNRESOLVED_HINT}" \
+                if samples else LOWER_BOUND_HINT
             text += f" (after backward; {why})" if own is None else \
                 f" ({tail} after backward, {own}; {why})"
     elif brief:
