@@ -132,7 +132,7 @@ def _watch_launched(run_dir: RunDir, interval: float, screen: Any = None,
     import signal
     import subprocess
 
-    from scalemon.core.launcherlog import rank_error_lines
+    from scalemon.core.launcherlog import missing_module, rank_error_lines
     from scalemon.io.tail import read_tail
     from scalemon.run import launch
     from scalemon.sources.rundir import RunDirSource
@@ -194,8 +194,15 @@ def _watch_launched(run_dir: RunDir, interval: float, screen: Any = None,
     if final == "failed" or code != 0:
         click.echo(f"run {run_dir.name} failed with exit code {code}; last lines of stderr:",
                    err=True)
-        for line in rank_error_lines(read_tail(run_dir.stderr_log), 8):
+        stderr = read_tail(run_dir.stderr_log)
+        for line in rank_error_lines(stderr, 8):
             click.echo(f"  {line}", err=True)
+        config = run_dir.read_config()
+        module = missing_module(stderr)
+        if module and config.command == "script" and not config.launch.python:
+            click.echo(f"the script imports {module!r}, which scalemon's Python lacks: give "
+                       "the script's own environment with --python PATH (its venv's python)",
+                       err=True)
     else:
         click.echo(f"run {run_dir.name} {final}: resume or extend it with "
                    f"scalemon run --resume {run_dir.name} [--steps N]")

@@ -61,3 +61,12 @@ def rank_error_lines(text: str, count: int) -> list[str]:
         how = f"killed by {failure.signal}" if failure.signal else f"exit code {failure.exit_code}"
         ours.append(f"(torchrun: rank {failure.rank} failed first, {how})")
     return ours
+
+
+MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
+
+
+def missing_module(text: str) -> str | None:
+    """The module a rank could not import ('wandb'), when that is how it failed."""
+    match = MISSING_MODULE.search(text)
+    return match.group(1) if match else None

@@ -143,6 +143,17 @@ def test_a_script_that_cannot_start_is_one_line_and_exit_2(tmp_path, script, ext
     assert not (tmp_path / "run").exists()
 
 
+def test_a_script_whose_imports_fail_under_scalemons_python_is_told_of_python(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("import wandb_is_not_installed_here\n")
+    result = launch(tmp_path, 1, str(script))
+    assert result.returncode != 0
+    assert "No module named 'wandb_is_not_installed_here'" in result.stderr
+    assert result.stderr.rstrip().endswith(
+        "the script imports 'wandb_is_not_installed_here', which scalemon's Python lacks: give "
+        "the script's own environment with --python PATH (its venv's python)")
+
+
 def test_a_script_with_a_probe_of_its_own_keeps_it(tmp_path):
     """The example builds its DDP before its StepProbe: the injected probe had hooked the DDP,
     stands down for the script's own, and the script's probe times the sync inside that hook."""

@@ -1,6 +1,6 @@
 """Reading a failed run's stderr: the failing rank's own lines, not torchrun's report."""
 
-from scalemon.core.launcherlog import RankFailure, first_failure, rank_error_lines
+from scalemon.core.launcherlog import RankFailure, first_failure, missing_module, rank_error_lines
 
 STDERR = """\
 [rank1]: Traceback (most recent call last):
@@ -57,3 +57,10 @@ def test_plain_stderr_is_its_own_tail():
     assert first_failure(text) is None
     assert rank_error_lines(text, 2) == ["something odd", "ValueError: bad shard"]
     assert rank_error_lines("", 5) == []
+
+
+def test_a_module_a_rank_could_not_import_is_named():
+    text = ("[rank0]:   File \"train.py\", line 3, in <module>\n"
+            "[rank0]: ModuleNotFoundError: No module named 'wandb'\n")
+    assert missing_module(text) == "wandb"
+    assert missing_module("RuntimeError: boom\n") is None
