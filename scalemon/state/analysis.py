@@ -66,6 +66,10 @@ class Split:
     sync_lower_bound: bool = False  # too few no_sync samples yet: sync is the tail alone
     sync_samples: int = 0  # no_sync samples behind the compute estimate (the fewest of ranks)
     sync_blocked: float = 0.0  # blocked in the script's own collectives, less the wait
+    # DDP's full figure as the samples estimate it, and that estimate's standard error, also
+    # while it is withheld as too uncertain (None: too few samples for either)
+    sync_estimate: float | None = None
+    sync_error: float | None = None
     collectives: int = 0  # the script's own collectives a step
     collective_bytes: int = 0  # their tensors' bytes a step
 
@@ -260,7 +264,8 @@ def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | Non
         return median(r.phases.get(name, 0.0) for r in steps)
 
     sync_tail = median(tails) if tails else 0.0
-    known = _resolved(costs, list(used.values()), sync_tail)
+    error = _error(costs, list(used.values()))
+    known = error <= RESOLVED * max(sync_tail, 1e-3)
     # The time after the last bucket is all sync: a cost under it is an estimate's noise.
     ddp_sync = max(sync_tail, median(costs)) if known else sync_tail
     sync_blocked = median(blocked) if blocked else 0.0
@@ -287,19 +292,22 @@ def split(state: RunState, steps: list[StepRecord] | None = None) -> Split | Non
                  sync_lower_bound=(bool(synced) and not known) or bool(blocked),
                  sync_samples=min((e.samples for e in used.values()), default=0),
                  sync_blocked=sync_blocked,
+                 sync_estimate=max(sync_tail, median(costs)) if costs else None,
+                 sync_error=error if math.isfinite(error) else None,
                  collectives=round(median(c.count for c in own)) if own else 0,
                  collective_bytes=int(median(c.bytes for c in own)) if own else 0)
 
 
-def _resolved(costs: list[float], compute: list[Estimate], tail: float) -> bool:
-    """Whether what sync costs is known well enough to be said: the median cost's error (its
-    own, and that of the compute estimates, which every step of a rank shares, averaged over
-    the ranks) under RESOLVED of the tail. Until then only the tail is sure."""
+def _error(costs: list[float], compute: list[Estimate]) -> float:
+    """The standard error of what sync costs: the median cost's own, and that of the compute
+    estimates, which every step of a rank shares, averaged over the ranks. It is said once
+    that is under RESOLVED of the tail; until then only the tail is sure. Infinite with
+    under three costs."""
     if len(costs) < 3 or not compute:
-        return False
+        return math.inf
     own = estimate(costs).error
     shared = math.sqrt(statistics.fmean(e.error ** 2 for e in compute) / len(compute))
-    return math.hypot(own, shared) <= RESOLVED * max(tail, 1e-3)
+    return math.hypot(own, shared)
 
 
 def plumbing(state: RunState, steps: list[StepRecord]) -> Plumbing | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -81,7 +82,7 @@ def train(run_dir: Path, config: RunConfig) -> int:
         device = torch.device(tc.device or "cpu")
     stop = StopRequest()
     dist.init_process_group(tc.backend)
-    probe = None
+    probe = run = None
     try:
         run = Run(run_dir, config, rank, world, device)
         probe = StepProbe.from_env(meta=run.meta)
@@ -92,6 +93,9 @@ def train(run_dir: Path, config: RunConfig) -> int:
             probe.close("error", message=str(e) or type(e).__name__)
         raise
     finally:
+        # A DDP still holding the group when it is destroyed makes gloo abort at exit.
+        run = None
+        gc.collect()
         dist.destroy_process_group()
     probe.close(reason)
     return 0
@@ -286,4 +290,9 @@ class Run:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every record is written; the interpreter's teardown can still abort on gloo's threads
+    # ("terminate called without an active exception"), turning a clean end into exit 134.
+    os._exit(code)
