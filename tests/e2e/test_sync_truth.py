@@ -10,7 +10,8 @@ also naive steps, a barrier after backward.
 Ground truth: per rank and step, the synced backward less the no_sync one, less the rank's
 wait for its slower peer (the latest compute end of the step less its own); the median over
 rank-steps. That is the split's definition, computed from other measurements. The split's
-sync must be within 15% of it; with a straggler its wait within 15% of the spread of the
+sync must be within 15% of it (or twice the two medians' combined standard error, where the
+machine's noise is wider: see Samples); with a straggler its wait within 15% of the spread of the
 compute ends; and the naive barrier must read almost nothing.
 
 Shape: depth 2, vocab 65536 (69 MB of fp32 gradients) on 16 tokens a step, so sync is most of
@@ -29,8 +30,12 @@ in two runs), against the 15% allowed; at 60 it was twice that. Now and then the
 a run are too spread for the split to price the overlap (it then says "sync at least" the
 tail); that case runs once more. After a second such run (a full-suite run on the loaded
 2-core machine saw it in two cases) the test checks that the figure said is a lower bound and
-that the estimate withheld (`split.sync_estimate`) is within 15% plus twice its standard
-error (`split.sync_error`) of the truth.
+that the estimate withheld (`split.sync_estimate`, with its standard error `split.sync_error`)
+is as close to the truth as a figure said would have to be. A full-suite run also saw a said
+figure 1.21x the truth at 2.2 of its standard errors (the straggler case, 37 ms of sync):
+with both medians' errors (3-5 ms each at 100 cycles) 15% is about one standard deviation, so
+the allowance is 15% or twice the combined standard error, whichever is larger. With DDP's
+default buckets the tail alone (the old figure: 35-39 ms against 49-54 ms) still fails it.
 
 `make test` runs the default buckets and the straggler; `make test-long` adds 1 MB buckets
 and one 100 MB bucket (about two minutes more).
@@ -39,6 +44,7 @@ and one 100 MB bucket (about two minutes more).
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -49,6 +55,7 @@ import pytest
 from support.builders import make_run
 
 from scalemon.sources.rundir import RunDirSource
+from scalemon.state.analysis import Estimate, estimate
 
 WORKER = Path(__file__).resolve().parents[1] / "support" / "sync_truth_worker.py"
 WORLD = 2
@@ -79,15 +86,22 @@ def run_worker(tmp_path: Path, bucket_mb: float, sleep: float = 0.0, naive: bool
     return summary, [t["truth"] for t in timers], [n for t in timers for n in t["naive"]]
 
 
-def ground_truth(truth: list[list[list[float]]]) -> tuple[float, float]:
+def ground_truth(truth: list[list[list[float]]]) -> tuple[Estimate, float]:
     """(sync cost: the median over rank-steps of synced less no_sync backward less the rank's
-    wait for the latest compute end of its step; the median spread of the compute ends)."""
+    wait for the latest compute end of its step, with its standard error; the median spread
+    of the compute ends)."""
     costs, spreads = [], []
     for steps in zip(*truth, strict=True):  # one truth step, every rank
         ends = [end for _, _, end in steps]
         costs += [synced - nosync - (max(ends) - end) for synced, nosync, end in steps]
         spreads.append(max(ends) - min(ends))
-    return statistics.median(costs), statistics.median(spreads)
+    return estimate(costs), statistics.median(spreads)
+
+
+def allowed(true_sync: Estimate, error: float) -> float:
+    """How far the split may be from the truth: 15%, or twice the two medians' combined
+    standard error where the machine's noise is wider than that."""
+    return max(TOLERANCE * true_sync.value, 2 * math.hypot(true_sync.error, error))
 
 
 @pytest.mark.slow
@@ -103,7 +117,8 @@ def test_split_sync_is_what_sync_costs(tmp_path, bucket_mb, sleep, naive):
         summary, truth, naive_samples = run_worker(tmp_path / "second", bucket_mb, sleep,
                                                    naive)
     split = summary.split
-    true_sync, true_wait = ground_truth(truth)
+    truth_estimate, true_wait = ground_truth(truth)
+    true_sync = truth_estimate.value
     barrier = statistics.median(naive_samples) if naive_samples else 0.0
     lag = summary.straggler
     print(f"\n{bucket_mb:g} MB buckets, sleep {sleep:g} s, medians of {split.steps} probe "
@@ -126,7 +141,9 @@ def test_split_sync_is_what_sync_costs(tmp_path, bucket_mb, sleep, naive):
         assert split.sync_estimate is not None and split.sync_error is not None
         print(f"  withheld      {split.sync_estimate * 1e3:7.1f} ms +- "
               f"{split.sync_error * 1e3:.1f} ms")
-        assert abs(split.sync_estimate - true_sync) <= \
-            TOLERANCE * true_sync + 2 * split.sync_error
+        assert abs(split.sync_estimate - true_sync) <= allowed(truth_estimate, split.sync_error)
         return
-    assert abs(split.sync - true_sync) <= TOLERANCE * true_sync
+    assert split.sync_error is not None
+    print(f"  allowed       {allowed(truth_estimate, split.sync_error) * 1e3:7.1f} ms (truth "
+          f"+- {truth_estimate.error * 1e3:.1f} ms, split +- {split.sync_error * 1e3:.1f} ms)")
+    assert abs(split.sync - true_sync) <= allowed(truth_estimate, split.sync_error)
