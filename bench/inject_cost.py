@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from one_rank import OneRank  # bench/, beside this script
+
 from scalemon.core.logparse import StepLine, parse_line
 
 HERE = Path(__file__).resolve().parent
@@ -109,19 +111,14 @@ def in_process(args: argparse.Namespace) -> dict[str, float]:
     from scalemon.probes.step.probe import StepProbe
 
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="inject-cost-"))
-    dist.init_process_group("gloo", init_method=f"file://{work / 'pg'}", rank=0, world_size=1)
-    (work / "run" / "monitors").mkdir(parents=True)
-    monitor = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    monitor.bind(str(work / "run" / "monitors" / "bench.sock"))
-    monitor.setblocking(False)
+    group = OneRank("inject-cost-")
 
     torch.manual_seed(0)
     model = TinyGPT(Config(args.vocab, args.layers, args.embd))
     optimizer = ShardedSGD(list(model.parameters()), 0.01, [])
     gen = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, args.vocab, (1, args.seq_len), generator=gen) for _ in range(8)]
-    driver = Driver(StepProbe(work / "run", rank=0, world=1), world=1)
+    driver = Driver(StepProbe(group.run, rank=0, world=1), world=1)
 
     def block(injected: bool) -> float:
         patches = Patches(driver) if injected else None
@@ -137,11 +134,7 @@ def in_process(args: argparse.Namespace) -> dict[str, float]:
             optimizer.zero_grad(set_to_none=True)
             loss.item()
             times.append(time.perf_counter() - t0)
-            while True:  # the monitor's side, untimed
-                try:
-                    monitor.recv(65536)
-                except BlockingIOError:
-                    break
+            group.drain()
         if patches is not None:
             patches.uninstall()
         return statistics.median(times[1:])

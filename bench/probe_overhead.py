@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import socket
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from one_rank import OneRank  # bench/, beside this script
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from scalemon.probes import StepProbe
@@ -58,12 +57,8 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="probe-overhead-"))
-    dist.init_process_group("gloo", init_method=f"file://{work / 'pg'}", rank=0, world_size=1)
-    (work / "run" / "monitors").mkdir(parents=True)
-    monitor = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    monitor.bind(str(work / "run" / "monitors" / "bench.sock"))
-    monitor.setblocking(False)
+    group = OneRank("probe-overhead-")
+    work, drain = group.work, group.drain
 
     torch.manual_seed(0)
     cfg = GPTConfig(depth=args.depth, vocab=args.vocab, seq_len=args.seq_len)
@@ -103,15 +98,6 @@ def main() -> None:
             if record:
                 times.append(time.perf_counter() - t0)
             drain()
-
-    def drain() -> None:
-        # The monitor's side, untimed, after every step: Linux queues only 10 datagrams
-        # per socket by default (net.unix.max_dgram_qlen), more would be counted as drops.
-        while True:
-            try:
-                monitor.recv(65536)
-            except BlockingIOError:
-                return
 
     for arm in arms:  # warm-up: allocator, DDP bucket rebuild, first file and socket use
         run_block(arm, 0, record=False)
