@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from scalemon.probes.inject.driver import Driver, _say
+from scalemon.probes.inject.driver import Driver, say
 from scalemon.probes.step.probe import StepProbe
 
 USAGE = "usage: python -m scalemon.probes.inject (-m MODULE | SCRIPT) [ARGS...]"
@@ -56,7 +56,7 @@ def _instrument(module: str | None, script: str | None, args: list[str]) -> Driv
         driver.on = False
         if patches is not None:
             patches.uninstall()
-        _say(f"probe not injected ({type(error).__name__}: {error}); training unmonitored")
+        say(f"probe not injected ({type(error).__name__}: {error}); training unmonitored")
 
     def retire() -> None:  # the script has a step probe of its own: it takes the rank's file
         driver.on = False

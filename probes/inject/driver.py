@@ -97,7 +97,7 @@ class Driver:
         try:
             self.probe.close(reason, message)
         except Exception as error:  # noqa: BLE001 - the script's exit must not fail for it
-            _say(f"could not write the end record: {error}")
+            say(f"could not write the end record: {error}")
 
     # --- the state machine --------------------------------------------------------------
 
@@ -108,7 +108,7 @@ class Driver:
             handler(*args)
         except Exception as error:  # noqa: BLE001 - the script trains on without the probe
             self.on = False
-            _say(f"probe off after an internal error ({type(error).__name__}: {error}); "
+            say(f"probe off after an internal error ({type(error).__name__}: {error}); "
                  "training goes on unmonitored")
 
     def _open(self, start: float | None = None) -> Step:
@@ -237,5 +237,6 @@ def _mean(losses: list[Any]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
+    """One line on stderr, marked as scalemon's (the script's own output is beside it)."""
     print(f"scalemon: {text}", file=sys.stderr, flush=True)

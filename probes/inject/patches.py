@@ -22,7 +22,7 @@ from typing import Any
 
 from scalemon.probes.inject import models
 from scalemon.probes.inject.collectives import Collectives, quiet
-from scalemon.probes.inject.driver import Driver
+from scalemon.probes.inject.driver import Driver, say
 from scalemon.probes.inject.replacing import Replacements
 
 
@@ -122,9 +122,7 @@ class Patches:
         try:
             roots = models.trained_roots(params)
         except Exception as error:  # noqa: BLE001 - no forward timing, but training goes on
-            from scalemon.probes.inject.driver import _say
-
-            _say(f"could not look for the model ({type(error).__name__}: {error})")
+            say(f"could not look for the model ({type(error).__name__}: {error})")
             return
         for root in roots:
             self._hook(root)

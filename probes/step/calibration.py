@@ -9,7 +9,7 @@ this module takes a sample itself, at an interval that keeps its cost at BUDGET 
 
 The sample does not change the training math: it runs before the step's first backward, while
 the gradients are zero, and sets them back to zero; the step's own backward then accumulates
-into zeros exactly as it would have (tests/io/test_calibration.py checks it bit for bit).
+into zeros exactly as it would have (tests/e2e/test_calibration.py checks it bit for bit).
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def encode(record: Record) -> bytes:
 # it rejects NaN, Infinity, lone surrogates, a BOM and floats out of range (json's answer is
 # taken then), turns integers past 64 bits into floats, and nests deeper than json's recursion
 # limit. So it only sees bytes without a run of 19 digits and with few brackets; json is the
-# reference for everything else (tests/test_records_fast_json.py compares the two).
+# reference for everything else (tests/unit/test_records_fast_json.py compares the two).
 _MARKS = bytes.maketrans(b"0123456789[{", b"\0" * 10 + b"\1\1")
 _LONG_NUMBER = b"\0" * 19  # 2**63 has 19 digits
 _FAST_BRACKETS = 64

@@ -161,7 +161,7 @@ def parse_step(obj: dict) -> StepRecord:
 # second. A frozen dataclass's __init__ (object.__setattr__ per field) and one checker call
 # per field took two thirds of that. `read_step` takes only the plain shape the step probe
 # writes (floats as floats, every key there) and fills the slots directly; anything else
-# goes to `parse_step`, which decides and says why. tests/test_records_fast_json.py checks
+# goes to `parse_step`, which decides and says why. tests/unit/test_records_fast_json.py checks
 # that both give the same answers.
 
 

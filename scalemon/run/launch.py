@@ -237,6 +237,7 @@ def link_scalemon(where: Path) -> Path:
         link.symlink_to(Path(scalemon.__file__).resolve().parent, target_is_directory=True)
     return where
 
+
 # Run by the ranks' interpreter before anything is launched: what would stop the run.
 _CHECK = """
 import importlib.util, json, os, sys

@@ -80,9 +80,9 @@ def report(summary: Summary) -> str:
     lines.append(loss_text(s) + (f", unigram entropy {s.unigram_entropy:.3f}"
                                  if s.unigram_entropy else ""))
     split = s.split
+    sync = sync_text(s)  # names the slowest rank too, when there is a sync to say
     if split is not None:
         lines.append(f"median step {format_duration(split.total)}: {split_text(s)}")
-        sync = sync_text(s)
         if sync:
             lines.append(sync)
         if split.comm > 0:
@@ -92,7 +92,7 @@ def report(summary: Summary) -> str:
         model = sync_model_text(s)
         if model:
             lines.append(model)
-    if s.straggler is not None and (split is None or split.comm <= 0):
+    if s.straggler is not None and sync is None:
         lines.append(f"slowest rank: {s.straggler.rank}, peers wait "
                      f"{format_duration(s.straggler.wait_s)} a step")
     plumbing = plumbing_text(s)
