@@ -19,6 +19,7 @@ raises into the script.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ class Driver:
         self.world = world
         self.on = probe.active
         self.steps = 0  # optimizer steps made into step records so far
+        self._saved_step = -1  # the last step a checkpoint was recorded at
         self.step: Step | None = None
         self.stepped = 0  # optimizer steps in the open step
         self.per_step: int | None = None  # optimizer steps a training step makes, once learned
@@ -58,8 +60,13 @@ class Driver:
 
     # --- events from the patches --------------------------------------------------------
 
-    def forward_started(self, tokens: int) -> None:
-        self._guarded(self._forward_started, tokens)
+    def forward_started(self, ids: Any) -> None:
+        """A counted forward began on `ids`, its input of token ids (None: not token ids)."""
+        self._guarded(self._forward_started, ids)
+
+    def saved(self, path: Any, seconds: float) -> None:
+        """torch.save wrote `path` (a checkpoint, once a step is done)."""
+        self._guarded(self._saved, path, seconds)
 
     def forward_ended(self, loss: Any) -> None:
         self._guarded(self._forward_ended, loss)
@@ -146,9 +153,11 @@ class Driver:
             name = self._phase_name
             step.phases[name] = max(0.0, step.phases[name] - self._blocked_in_phase)
 
-    def _forward_started(self, tokens: int) -> None:
+    def _forward_started(self, ids: Any) -> None:
         step = self._open(time.perf_counter())
-        self._tokens += tokens
+        if ids is not None:
+            self._tokens += ids.numel()
+            step.data_from(ids)
         self._begin_phase(step, "forward")
 
     def _forward_ended(self, loss: Any) -> None:
@@ -156,6 +165,15 @@ class Driver:
             self._end_phase()
         if loss is not None:
             self._losses.append(loss)
+
+    def _saved(self, path: Any, seconds: float) -> None:
+        # A checkpoint is several files (model, optimizer, per rank): one record a step.
+        step = self.steps - 1
+        if step < 0 or step == self._saved_step:
+            return
+        self._saved_step = step
+        where = os.fspath(path) if isinstance(path, str | os.PathLike) else type(path).__name__
+        self.probe.checkpoint(step, str(where), seconds)
 
     def _backward_started(self) -> None:
         step = self._open()

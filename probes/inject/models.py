@@ -18,6 +18,8 @@ from typing import Any
 
 VOCAB_KEYS = ("vocab_size", "vocab", "n_vocab")
 DEPTH_KEYS = ("n_layer", "depth", "num_hidden_layers", "n_layers")
+DIM_KEYS = ("n_embd", "d_model", "hidden_size", "dim")
+HEAD_KEYS = ("n_head", "num_attention_heads", "n_heads")
 
 
 def inner(module: Any) -> Any:
@@ -82,12 +84,27 @@ def facts(roots: list[Any]) -> dict[str, Any]:
         else:
             unknown.append(f"{name} (no config.{keys[0]} on the model)" if not values else
                            f"{name} (the models disagree)")
+    for name, keys in (("dim", DIM_KEYS), ("n_head", HEAD_KEYS)):  # said when known
+        values = {v for v in (_config_value(m, keys) for m in models) if v}
+        if len(values) == 1:
+            out[name] = values.pop()
+    if "vocab" in out:  # the input embedding, and nanochat's value embeddings
+        out["embedding_tables"] = _embedding_tables(models, out["vocab"])
     first = next(iter(seen.values()), None)
     if first is not None:
         out["device"] = first.device.type
     if unknown:
         out["unknown"] = "; ".join(unknown)
     return out
+
+
+def _embedding_tables(models: list[Any], vocab: int) -> int:
+    """Embedding tables with a row per token (a padded vocab counts too)."""
+    import torch
+
+    tables = {id(m) for root in models for m in root.modules()
+              if isinstance(m, torch.nn.Embedding) and vocab <= m.num_embeddings < vocab + 128}
+    return len(tables)
 
 
 def loss_of(output: Any) -> Any:
@@ -113,13 +130,13 @@ def loss_of(output: Any) -> Any:
     return candidates[0].detach()
 
 
-def tokens_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Tokens in a forward's input: its first argument (or `input_ids`/`idx`) when that is a
-    tensor of integer ids; 0 when the input is not token ids."""
+def token_ids(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A forward's input of token ids: its first argument (or `input_ids`/`idx`) when that is
+    a tensor of integers; None otherwise."""
     import torch
 
     value = args[0] if args else kwargs.get("input_ids", kwargs.get("idx"))
     if isinstance(value, torch.Tensor) and not value.is_floating_point() and \
             not value.is_complex() and value.dtype != torch.bool:
-        return value.numel()
-    return 0
+        return value
+    return None

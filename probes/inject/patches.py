@@ -8,6 +8,8 @@ runs, each reporting to the Driver.
   for when an optimizer is built, at the first backward and at each optimizer's first step;
   only forwards with gradients on count (an evaluation under no_grad is not a step);
 - data: a torch DataLoader's iterator (other loaders' time is the step's "other");
+- checkpoints: torch.save, once a step has been made (one record a step, however many
+  files);
 - DDP: the step probe's comm hook on the first DDP built; a hook the script registers itself
   is timed inside it (probe.sync_with);
 - collectives the script calls: scalemon.probes.inject.collectives.
@@ -38,6 +40,8 @@ class Patches:
         self._searched: set[int] = set()  # optimizers (by id) whose models were looked for
         self._calls: list[bool] = []  # per hooked forward in progress: does it count?
         self.saw_tokens = False
+        self.seq_len: int | None = None  # the first batch's last dimension
+        self.optimizers: list[str] = []  # class names, as they were built
         self.saw_loss = False
 
     def install(self) -> None:
@@ -51,6 +55,7 @@ class Patches:
         replace(torch.autograd, "backward", self._backward(torch.autograd.backward))
         self._patch_ddp()
         self._patch_dataloader()
+        replace(torch, "save", self._save(torch.save))
         self.collectives.install()
         driver = self.driver
         driver.synced = self._synced
@@ -80,6 +85,9 @@ class Patches:
 
     def _search(self, optimizer: Any) -> None:
         self._searched.add(id(optimizer))
+        name = type(optimizer).__name__
+        if name not in self.optimizers:
+            self.optimizers.append(name)
         params = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self._find_models(params)
 
@@ -140,9 +148,10 @@ class Patches:
             counts = not calls and torch.is_grad_enabled() and driver.on
             calls.append(counts)
             if counts:
-                tokens = models.tokens_in(args, kwargs)
-                self.saw_tokens = self.saw_tokens or tokens > 0
-                driver.forward_started(tokens)
+                ids = models.token_ids(args, kwargs)
+                if ids is not None and not self.saw_tokens:
+                    self.saw_tokens, self.seq_len = True, int(ids.shape[-1])
+                driver.forward_started(ids)
 
         def post(mod: Any, args: tuple[Any, ...], output: Any) -> None:
             if calls and calls.pop():
@@ -228,6 +237,20 @@ class Patches:
 
         self.replaced.replace(iterator, "__next__", next_batch)
 
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def _save(self, original: Any) -> Any:
+        driver = self.driver
+
+        @functools.wraps(original)
+        def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = original(obj, f, *args, **kwargs)
+            driver.saved(f, time.perf_counter() - start)
+            return result
+
+        return save
+
     # --- facts ----------------------------------------------------------------------------
 
     def _describe(self) -> dict[str, Any]:
@@ -238,6 +261,10 @@ class Patches:
         grouped = dist.is_available() and dist.is_initialized()
         out["process_group"] = str(dist.get_backend()) if grouped else "none"
         out["ddp"] = self._timed_ddp is not None
+        if self.optimizers:
+            out["optimizer"] = ", ".join(self.optimizers)
+        if self.seq_len:
+            out["seq_len"] = self.seq_len
         missing = [out.pop("unknown")] if "unknown" in out else []
         if not self.saw_tokens:
             missing.append("tokens (the model's first input is not token ids)")

@@ -293,6 +293,7 @@ class StepProbe:
                 drops=monitors.drops,
                 lost=file.lost,
                 collectives=s.own.timing(),
+                data=s.data,
             )
         )
 

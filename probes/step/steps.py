@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from scalemon.core.records import CollectiveTiming, SyncTiming
 from scalemon.probes.step.calibration import Calibration
+from scalemon.probes.step.fingerprint import batch_fingerprint
 
 if TYPE_CHECKING:
     from scalemon.probes.step.probe import StepProbe
@@ -34,6 +35,7 @@ class Step:
         "own",
         "ended_at",
         "started_at",
+        "data",
     )
 
     def __init__(self, probe: StepProbe, step: int, tokens: int, lr: float | None) -> None:
@@ -49,6 +51,18 @@ class Step:
         self.sync: SyncTiming | None = None
         self.own = CollectiveTally()
         self.ended_at: float | None = None  # perf_counter; None: the step ends on exit
+        self.data: int | None = None  # the first batch's fingerprint (see data_from)
+
+    def part(self, name: str, seconds: float) -> None:
+        """Time the loop took itself for a part of its phases (the trainer's loss head, inside
+        forward and backward): kept beside the phases, never added to the step's split."""
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    def data_from(self, batch: Any) -> None:
+        """Fingerprint the step's first batch of token ids, so the monitor can tell whether
+        the ranks see different data (a CPU batch only: see probes/step/fingerprint.py)."""
+        if self.data is None:
+            self.data = batch_fingerprint(batch)
 
     def phase(self, name: str, synced: bool | None = None) -> Phase:
         """Time a named phase; for backward, synced says whether DDP syncs gradients in it."""
@@ -197,6 +211,12 @@ class NullStep(NullContext):
 
     def phase(self, name: str, synced: bool | None = None) -> NullContext:
         return NULL_PHASE
+
+    def data_from(self, batch: Any) -> None:
+        return None
+
+    def part(self, name: str, seconds: float) -> None:
+        return None
 
 
 NULL_PHASE = NullContext()

@@ -69,6 +69,8 @@ def _to_dict(r: Record) -> dict[str, Any]:
         }
         if r.collectives is not None:  # an optional key: only injected runs have it
             step["collectives"] = _collectives_dict(r.collectives)
+        if r.data is not None:  # optional: only where the probe could read the batch
+            step["data"] = r.data
         return step
     if type(r) is MetaRecord:
         return head | {"meta": r.meta}

@@ -154,6 +154,7 @@ def parse_step(obj: dict) -> StepRecord:
         drops=_uint(obj["drops"], "drops"),
         lost=_uint(obj["lost"], "lost"),
         collectives=_parse_collectives(obj.get("collectives")),
+        data=None if obj.get("data") is None else _uint(obj["data"], "data"),
     )
 
 
@@ -187,7 +188,7 @@ _STEP_KEYS = ("rank", "t", "step", "dt", "phases", "tokens", "loss", "lr", "micr
               "nosync_backward", "synced_backward", "drops", "lost")
 _SYNC_KEYS = ("exposed", "comm", "overlap", "bytes", "buckets", "last_ready")
 _step_values = operator.itemgetter(*_STEP_KEYS)
-_new_step = _slot_filler(StepRecord, (*_STEP_KEYS, "collectives"))
+_new_step = _slot_filler(StepRecord, (*_STEP_KEYS, "collectives", "data"))
 _sync_values, _new_sync = operator.itemgetter(*_SYNC_KEYS), _slot_filler(SyncTiming, _SYNC_KEYS)
 _COLLECTIVE_KEYS = ("count", "bytes", "blocked", "first_launch")
 _collective_values = operator.itemgetter(*_COLLECTIVE_KEYS)
@@ -239,8 +240,11 @@ def read_step(obj: dict) -> StepRecord:
                 and 0.0 <= blocked < _INF and -_INF < first < _INF):
             return parse_step(obj)
         collectives = _new_collectives(count, nbytes, blocked, first)
+    data = obj.get("data")
+    if data is not None and not (type(data) is int and 0 <= data < _INT_END):
+        return parse_step(obj)
     return _new_step(rank, t, step, dt, phases, tokens, loss, lr, micro_steps, sync, nosync,
-                     synced, drops, lost, collectives)
+                     synced, drops, lost, collectives, data)
 
 
 def _parse_checkpoint(obj: dict) -> CheckpointRecord:

@@ -72,6 +72,9 @@ class StepRecord:
     drops: int = 0
     lost: int = 0
     collectives: CollectiveTiming | None = None  # optional key: the script's own collectives
+    # optional key: a fingerprint of the step's first batch of token ids (distinct data per
+    # rank), when the probe could take it without waiting on a device
+    data: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -148,7 +148,10 @@ class GPT(nn.Module):
             nn.init.zeros_(block.mlp.c_proj.weight)
         nn.init.zeros_(self.lm_head.weight)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                raw: bool = False) -> torch.Tensor:
+        """The loss against `targets`, else the logits (`raw`: the lm_head's output, before
+        the loss head's softcap)."""
         n = idx.size(1)
         if n > self.cfg.seq_len:
             raise ValueError(f"sequence of {n} tokens is longer than seq_len {self.cfg.seq_len}")
@@ -156,11 +159,24 @@ class GPT(nn.Module):
         x = rms_norm(self.wte(idx))
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.lm_head(rms_norm(x)).float()
-        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
-        if targets is None:
+        logits = self.lm_head(rms_norm(x))
+        if raw:
             return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        if targets is None:
+            return softcap(logits)
+        return head_loss(logits, targets)
+
+
+def softcap(logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    return LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+
+
+def head_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The loss head: softcap and cross-entropy over the vocab, elementwise work on every
+    logit that no FLOPs count sees (the trainer times it apart, for `plan --from-run`)."""
+    capped = softcap(logits)
+    return F.cross_entropy(capped.view(-1, capped.size(-1)), targets.reshape(-1))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -28,7 +28,7 @@ from scalemon.io.rundir import RunDir
 from scalemon.probes import StepProbe
 from scalemon.trainer import checkpoint
 from scalemon.trainer.data import SyntheticMarkov, TokenShards
-from scalemon.trainer.model import GPT, GPTConfig, count_parameters
+from scalemon.trainer.model import GPT, GPTConfig, count_parameters, head_loss
 
 WARMDOWN_FRACTION = 0.2
 
@@ -222,6 +222,11 @@ class Run:
             return
         probe.checkpoint(step, str(path), time.perf_counter() - t0)
 
+    @property
+    def time_head(self) -> bool:
+        # On a GPU the host's clock does not see the kernels (and a sync would cost the step).
+        return self.device.type == "cpu"
+
     def calibrate(self, s: Any, step: int, autocast: Any) -> None:
         """A forward and backward of the step's first micro-batch under no_sync, thrown away
         (the gradients are zero before and after): the probe's ground truth for sync."""
@@ -256,13 +261,23 @@ class Run:
                     last = micro == self.accum - 1
                     with s.phase("data"):
                         x, y = self.batch(step * self.accum + micro)
+                    if micro == 0:
+                        s.data_from(x)
                     # Only the last micro-step syncs gradients; the others accumulate locally.
                     local = not last and self.world > 1  # then net is the DDP wrapper
                     with cast(DDP, self.net).no_sync() if local else contextlib.nullcontext():
                         with s.phase("forward"), autocast:
-                            loss = self.net(x, y) / self.accum
+                            logits = self.net(x, raw=True)
+                            head = HeadTimer(logits) if self.time_head else None
+                            loss = head_loss(logits, y) / self.accum
+                            if head is not None:
+                                head.forward_done()
                         with s.phase("backward", synced=last):
+                            if head is not None:
+                                head.backward_started()
                             loss.backward()
+                        if head is not None:
+                            s.part("loss_head", head.seconds())
                     loss_sum += loss.detach()
                 with s.phase("optimizer"):
                     self.optimizer.step()
@@ -289,6 +304,32 @@ class Run:
         return "finished"
 
 
+class HeadTimer:
+    """The loss head's time in a micro-step: its forward (softcap and cross-entropy), and its
+    backward, which runs first in backward and ends when the gradient reaches the logits."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self._t0 = time.perf_counter()
+        self._forward = 0.0
+        self._backward_from: float | None = None
+        self._reached: float | None = None
+        logits.register_hook(self._logits_grad)
+
+    def _logits_grad(self, grad: torch.Tensor) -> None:
+        self._reached = time.perf_counter()
+
+    def forward_done(self) -> None:
+        self._forward = time.perf_counter() - self._t0
+
+    def backward_started(self) -> None:
+        self._backward_from = time.perf_counter()
+
+    def seconds(self) -> float:
+        if self._reached is None or self._backward_from is None:
+            return self._forward
+        return self._forward + max(0.0, self._reached - self._backward_from)
+
+
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
@@ -296,3 +337,4 @@ if __name__ == "__main__":
     # Every record is written; the interpreter's teardown can still abort on gloo's threads
     # ("terminate called without an active exception"), turning a clean end into exit 134.
     os._exit(code)
+

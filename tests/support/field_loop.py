@@ -119,6 +119,11 @@ def main() -> None:
     ap.add_argument("--embd", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--out", default=os.environ.get("LOOP_OUT", "."))
+    ap.add_argument("--save-at", type=int, help="rank 0 saves the model (torch.save) after "
+                                                "this step")
+    ap.add_argument("--same-data", action="store_true", help="every rank draws the same batches")
+    ap.add_argument("--idle-rank", type=int, help="this rank builds its model and optimizer, "
+                                                  "then exits without a step")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -141,7 +146,9 @@ def main() -> None:
         train_model, optimizer = model, ShardedSGD(list(model.parameters()), 0.05, waits)
     else:
         train_model, optimizer = model, torch.optim.SGD(model.parameters(), lr=0.05)
-    gen = torch.Generator().manual_seed(rank)
+    if rank == args.idle_rank:
+        return
+    gen = torch.Generator().manual_seed(0 if args.same_data else rank)
     steps = []
     for step in range(args.steps):
         t0 = time.perf_counter()
@@ -170,6 +177,8 @@ def main() -> None:
         steps.append({"loss": mean_loss, "tokens": tokens, "optimizer": optimizer_s,
                       "waits": list(waits), "dt": dt,
                       "collectives": getattr(optimizer, "launched", 0)})
+        if rank == 0 and step == args.save_at:
+            torch.save(model.state_dict(), os.path.join(args.out, f"model_{step:05d}.pt"))
         if rank == 0:
             print(f"step {step:05d}/{args.steps:05d} ({100 * step / args.steps:.2f}%) | "
                   f"loss: {mean_loss:.6f} | dt: {dt * 1000:.2f}ms | tok/sec: "

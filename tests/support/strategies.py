@@ -69,6 +69,7 @@ step_records = st.builds(
     drops=uints,
     lost=uints,
     collectives=st.none() | collective_timings,
+    data=st.none() | uints,
 )
 meta_records = st.builds(MetaRecord, rank=uints, t=wall,
                          meta=st.dictionaries(short_text, scalars, max_size=12))

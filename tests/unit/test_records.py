@@ -13,6 +13,7 @@ from support.strategies import json_values, mutated, record_keys, records, valid
 
 from scalemon.core.codec import decode, encode
 from scalemon.core.errors import RecordError
+from scalemon.core.record_rules import parse
 from scalemon.core.records import (
     MAX_RECORD_BYTES,
     SCHEMA_VERSION,
@@ -128,6 +129,17 @@ def test_collectives_are_optional_and_checked():
         decode(json.dumps(valid_step() | {"collectives": {"count": 1, "bytes": 4,
                                                          "blocked": -1.0,
                                                          "first_launch": 1.0}}))
+
+
+@pytest.mark.parametrize("read", [decode, lambda line: parse(json.loads(line))],
+                         ids=["decode", "parse"])
+def test_the_data_fingerprint_is_optional_and_a_count(read):
+    assert read(json.dumps(valid_step())).data is None  # records written before the key
+    record = read(json.dumps(valid_step() | {"data": 2**62}))
+    assert record.data == 2**62 and decode(encode(record)) == record
+    for bad in (-1, 2**63, 1.5, "7", True):
+        with pytest.raises(RecordError, match="data"):
+            read(json.dumps(valid_step() | {"data": bad}))
 
 
 def test_meta_records_round_trip_and_take_only_scalars():
