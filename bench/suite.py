@@ -45,6 +45,7 @@ RUNS = {
     "attach_first_screen": (["--steps", "5000", "--runs", "5"], ["--steps", "2000", "--runs", "2"]),
     "attach_long": (["--steps", "500000", "--runs", "3", "--no-log"],
                     ["--steps", "20000", "--runs", "1", "--no-log"]),
+    "forecast": (["--steps", "24"], ["--steps", "8", "--vocab", "8192", "--seq-len", "128"]),
 }
 SCRIPT = {"attach_long": "attach_first_screen", "probe_overhead_d4": "probe_overhead",
           "inject_cost_tiny": "inject_cost"}
@@ -224,6 +225,16 @@ def main() -> None:
                   f"{sum(r['steps'].values()):,}", "0")
     else:
         table.missing("frozen-monitor step time")
+    r = results["forecast"]
+    for key in ("depth", "accumulation"):
+        if not r:
+            table.missing(f"plan --from-run step-time forecast ({key})")
+            continue
+        f = r[key]
+        table.add(f"plan --from-run: {f['label']}, two gloo ranks: measured / predicted step "
+                  f"({f['measured_s'] * 1000:.0f} vs {f['predicted_s'] * 1000:.0f} ms; 6N "
+                  f"{f['ratio_6n']:.2f})", f"{f['ratio']:.2f}", "within 25%",
+                  abs(f["ratio"] - 1) / 0.25)
     table.add("scalemon --help start-up, median", f"{startup * 1000:.0f} ms")
     for name, label in (("attach_first_screen", "attach first status line"),
                         ("attach_long", "attach first status line")):

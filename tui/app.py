@@ -21,14 +21,15 @@ from textual.containers import Container
 from textual.widgets import Footer
 
 from scalemon.sources.base import Source
+from scalemon.views.text import check_line
 
 from .eta_panel import EtaPanel
 from .events_panel import EventsPanel
 from .feed import Feed, FeedFailed, ViewUpdated
-from .header import RunProgress, RunTitle
+from .header import PlumbingLine, RunProgress, RunTitle
 from .loss_panel import LossPanel
 from .panel import Panel
-from .screens import ConfirmStop, HelpScreen
+from .screens import ChecklistScreen, ConfirmStop, HelpScreen
 from .split_panel import SplitPanel
 from .system_panel import SystemPanel
 from .view import ViewData
@@ -49,6 +50,7 @@ class ScalemonApp(App[str]):
         Binding("p", "pause", "pause"),
         Binding("x", "cycle_x", "loss x-axis"),
         Binding("f", "full_screen", "full screen"),
+        Binding("c", "checklist", "checklist"),
         Binding("escape", "restore", "all panels", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         *(Binding(str(i), f"panel('{name}')", show=False) for i, name in enumerate(PANELS, 1)),
@@ -72,6 +74,7 @@ class ScalemonApp(App[str]):
         with Container(id="header"):
             yield RunTitle(id="title")
             yield RunProgress(id="progress")
+            yield PlumbingLine(id="plumbing")
         with Container(id="body"):
             yield SplitPanel(id="split")
             yield LossPanel(id="loss")
@@ -179,6 +182,14 @@ class ScalemonApp(App[str]):
 
     def action_restore(self) -> None:
         self.screen.minimize()
+
+    def action_checklist(self) -> None:
+        latest = self.latest
+        if latest is None or latest.summary.checklist is None:
+            self.notify("no checklist yet: it needs steps from the step probe")
+            return
+        lines = [check_line(c) for c in latest.summary.checklist.checks]
+        self.push_screen(ChecklistScreen([*lines, "", latest.verdict or ""]))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.quit_hint))

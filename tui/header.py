@@ -6,7 +6,9 @@ from rich.text import Text
 from textual.reactive import reactive
 
 from scalemon.core.units import format_count, format_duration, format_params
+from scalemon.state.checklist import FAIL, PASS
 from scalemon.state.summary import RunInfo
+from scalemon.views.text import CHECK_MARKS
 
 from .glyphs import bar
 from .panel import Panel
@@ -101,4 +103,33 @@ class RunProgress(Panel):
             line.append(bar(fraction, room), style=self.style("panel--good"))
         line.append(tail)
         line.append(age, style=self.style("panel--dim"))
+        return line
+
+
+class PlumbingLine(Panel):
+    """The header's third line: the plumbing checklist as it is proved, then the verdict
+    (`c` lists each check with its evidence)."""
+
+    can_focus = False
+    ALLOW_MAXIMIZE = False
+    MARK_STYLE = {PASS: "panel--good", FAIL: "panel--bad"}
+
+    def content(self, view: ViewData) -> Text:
+        dim = self.style("panel--dim")
+        listed = view.summary.checklist
+        if listed is None:
+            return Text("plumbing: needs the step probe" if view.summary.source == "log"
+                        else "plumbing: waiting for the run", style=dim)
+        if listed.validated:
+            verdict = view.verdict or ""
+            if len(verdict) + 2 > self.size.width:
+                verdict = view.verdict_short or verdict
+            return Text(f"✓ {verdict}", style=self.style("panel--good"))
+        line = Text("plumbing ", style=dim)
+        for check in listed.checks:
+            style = self.style(self.MARK_STYLE.get(check.state, "panel--dim"))
+            line.append(f"{CHECK_MARKS[check.state]}{check.label}", style=style)
+            line.append(" ")
+        passed = len(listed.of(PASS))
+        line.append(f"· {passed}/{len(listed.checks)} (c: details)", style=dim)
         return line

@@ -1,4 +1,4 @@
-"""The two dialogs: confirm stopping the run, and help."""
+"""The dialogs: confirm stopping the run, help, and the plumbing checklist."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ q        close the screen; the run keeps training
 s        stop the run (asks first; ranks checkpoint)
 p        pause screen updates (data still comes in)
 x        loss x-axis: all steps, last 1,000, last 100
+c        the plumbing checklist, each check's evidence
 1 to 5   one panel full screen: split, loss, ETA,
          system, events (Esc: all panels again)
 Tab, f   focus a panel, show it full screen
@@ -67,6 +68,25 @@ class HelpScreen(ModalScreen[None]):
             yield Static("scalemon keys", classes="dialog-title")
             yield Static(HELP + (f"\n{self.quit_hint}" if self.quit_hint else ""), markup=False)
             yield Static("Esc, q or ? closes this help", classes="dialog-keys")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ChecklistScreen(ModalScreen[None]):
+    """Each plumbing check with its evidence, and the verdict (lines from views.text)."""
+
+    BINDINGS = [Binding("escape,q,c", "close", "close")]
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog", classes="-wide"):
+            yield Static("plumbing checklist", classes="dialog-title")
+            yield Static("\n".join(self.lines), markup=False)
+            yield Static("Esc, q or c closes this list", classes="dialog-keys")
 
     def action_close(self) -> None:
         self.dismiss(None)

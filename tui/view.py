@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from scalemon.state.summary import Summary
-from scalemon.views.text import nodes_text, sync_model_text
+from scalemon.views.text import nodes_text, sync_model_text, verdict_text
 
 from .whatif import Mfu, WhatIf, run_mfu, what_if
 
@@ -23,6 +23,8 @@ class ViewData:
     price: float | None
     sync_model: str | None  # the ring model for the link beside the measured sync
     nodes_behind: str | None  # multi-node runs: which node's records lag here, and why
+    verdict: str | None = None  # what the plumbing checklist says, with the look ahead
+    verdict_short: str | None = None  # the same for a one-line header
     full: bool = True  # False: only the fast panels (header, events) need this view
 
 
@@ -42,7 +44,8 @@ def build_view(summary: Summary, price: float | None = None) -> ViewData:
     return ViewData(
         summary=summary, mfu=mfu, what_if_steps=steps,
         what_if=what_if(info.shape, info.seq_len, info.tokens_per_step, steps, price),
-        price=price, sync_model=sync_model_text(summary), nodes_behind=nodes_text(summary))
+        price=price, sync_model=sync_model_text(summary), nodes_behind=nodes_text(summary),
+        verdict=verdict_text(summary, price), verdict_short=verdict_text(summary, price, True))
 
 
 def light_view(full: ViewData, summary: Summary) -> ViewData:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from scalemon.cli.base import UserError, cli, echo_table, log_file, log_options
+from scalemon.cli.base import FiniteFloat, UserError, cli, echo_table, log_file, log_options
 
 
 @cli.command("ls")
@@ -51,9 +51,11 @@ def list_runs_command(as_json: bool) -> None:
 @click.option("--log", "log_path", metavar="FILE",
               help="Fold a finished training log instead of a run dir.")
 @log_options
+@click.option("--price", type=FiniteFloat(min=0),
+              help="Price per GPU-hour, for the verdict's GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the folded state as JSON.")
 def replay(run_name: str | None, log_path: str | None, steps: int | None, vocab: int | None,
-           as_json: bool) -> None:
+           price: float | None, as_json: bool) -> None:
     """Fold a run's records (finished or running), or a log, and print what the monitor shows.
 
     \b
@@ -63,6 +65,7 @@ def replay(run_name: str | None, log_path: str | None, steps: int | None, vocab:
     from scalemon.io.rundir import resolve_run
     from scalemon.sources.rundir import RunDirSource
     from scalemon.views.headless import report
+    from scalemon.views.text import verdict_text
 
     if run_name and log_path:
         raise UserError("give a run or --log FILE, not both")
@@ -76,10 +79,11 @@ def replay(run_name: str | None, log_path: str | None, steps: int | None, vocab:
     source = RunDirSource(resolve_run(run_name), live=False)
     summary = source.summary()
     if as_json:
-        click.echo(json.dumps(summary.to_dict() | {"bad_lines": source.bad_file_lines},
+        click.echo(json.dumps(summary.to_dict() | {"bad_lines": source.bad_file_lines,
+                                                   "verdict": verdict_text(summary, price)},
                               indent=2, default=str))
         return
-    click.echo(report(summary))
+    click.echo(report(summary, price))
     if source.bad_file_lines:
         click.echo(f"({source.bad_file_lines} unreadable record lines skipped)")
 

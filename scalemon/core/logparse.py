@@ -220,3 +220,17 @@ class LogParser:
             self.unreadable += 1
             self.last_unreadable = line.strip()[:200]
         return parsed
+
+
+_PRINTED_FLOPS = re.compile(rf"Estimated FLOPs per token:\s*({_NUMBER})", re.IGNORECASE)
+
+
+def printed_flops_per_token(lines: list[str]) -> float | None:
+    """What the script says its model costs a token (nanochat prints `Estimated FLOPs per
+    token: 3.145800e+07` at its start), to read beside scalemon's own count."""
+    for line in lines:
+        found = _PRINTED_FLOPS.search(line)
+        if found:
+            value = float(found.group(1))
+            return value if math.isfinite(value) and value > 0 else None
+    return None

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scalemon.core import scaling
+from scalemon.core import forecast, scaling
 from scalemon.core.units import (
     format_bytes,
     format_count,
@@ -250,3 +251,109 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                       for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip()
             for r in rows]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """`scalemon plan --from-run`: what the run measured and what follows at other setups."""
+
+    measured: forecast.Measured
+    predictions: list[forecast.Prediction]
+    steps: int | None
+    tokens_per_param: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured": asdict(self.measured),
+                "predictions": [p.to_dict() for p in self.predictions],
+                "steps": self.steps, "tokens_per_param": self.tokens_per_param}
+
+
+def build_run_plan(measured: forecast.Measured, depths: tuple[int, ...], seq_len: int,
+                   tokens_per_step: int, nodes: int, link_bit_s: float | None,
+                   devices: tuple[str, ...], mfu: float, dtype: str, steps: int | None,
+                   tokens_per_param: float, price: float | None) -> RunPlan:
+    predictions = []
+    for depth in depths:
+        predictions.append(forecast.predict_here(
+            measured, forecast.Target(depth, seq_len, tokens_per_step, nodes, link_bit_s),
+            steps, tokens_per_param))
+        predictions += [forecast.predict_device(measured, key, depth, seq_len, tokens_per_step,
+                                                mfu, dtype, steps, tokens_per_param, price)
+                        for key in devices]
+    return RunPlan(measured, predictions, steps, tokens_per_param)
+
+
+def render_measured(m: forecast.Measured) -> list[str]:
+    counted = "counted on the module" if m.params_counted else "by the shape's formula"
+    shape = m.shape
+    nanochat = ", value embeddings" if shape.value_embeddings else ""
+    at_least = "≥" if m.sync_lower_bound else ""
+    rank_tokens = m.tokens_per_micro * m.micro_steps
+    exact = scaling.flops_per_token_exact(shape, m.seq_len)
+    moved = f"{format_bytes(m.sync_bytes)} a step ({m.sync_bytes / 4 / m.n_params:.1f}x the " \
+        "fp32 parameters)" if m.sync_bytes else "nothing moved"
+    bus = f", {format_rate(m.bus_bit_s)} achieved" if m.bus_bit_s else ""
+    rows = [
+        ("step", format_duration(m.step_s), f"median of {m.samples} rank-steps"),
+        ("fwd+bwd", format_duration(m.compute_s),
+         f"{format_flop_s(m.compute_s_per_flop('exact'))} of matmul-exact FLOPs "
+         f"({format_count(exact)} a token x {format_count(rank_tokens)} tokens a rank); "
+         f"{format_flop_s(m.compute_s_per_flop('6N'))} counted as 6N" +
+         ("" if m.head_s is not None else "; the loss head not timed apart")),
+        *([("  of which", format_duration(m.head_s), f"the loss head (softcap, cross-entropy): "
+            f"{m.head_s_per_logit() * 1e9:.3g} ns a logit, {format_count(m.shape.vocab)} "
+            "logits a token")] if m.head_s is not None else []),
+        ("optimizer", format_duration(m.optimizer_s),
+         f"{format_flop_s(m.optimizer_s_per_flop())} of optimizer FLOPs "
+         f"({forecast.optimizer_model(m)}: modelled work)"),
+        ("data", format_duration(m.data_s), f"{m.data_s_per_token() * 1e6:.3g} µs a token"),
+        ("sync", at_least + format_duration(m.sync_s), moved + bus +
+         ("; a lower bound: what overlap slows is not priced" if m.sync_lower_bound else "")),
+        ("wait", format_duration(m.wait_s), "for the slowest rank"),
+        ("other", format_duration(m.other_s), "the rest of the step"),
+    ]
+    return [
+        f"measured in {m.name or 'the run'}: d{shape.depth} (dim {shape.dim}, vocab "
+        f"{shape.vocab:,}{nanochat}, {format_params(m.n_params)} parameters {counted}), seq "
+        f"{m.seq_len}, {m.world} rank{'s' * (m.world != 1)} on {m.nodes} node"
+        f"{'s' * (m.nodes != 1)} ({m.device}), {m.micro_steps} micro-step"
+        f"{'s' * (m.micro_steps != 1)}, {m.tokens_per_step:,} tokens a step",
+        *(f"  {part:<10} {time:>8}  {what}" for part, time, what in rows),
+    ]
+
+
+def format_flop_s(seconds_per_flop: float) -> str:
+    if not seconds_per_flop > 0 or not math.isfinite(seconds_per_flop):
+        return "N/A FLOP/s"
+    return f"{1 / seconds_per_flop / 1e9:.3g} GFLOP/s"
+
+
+def render_run_plan(plan: RunPlan) -> str:
+    horizon = f"{plan.steps:,} steps" if plan.steps else \
+        f"{plan.tokens_per_param:g} tokens a parameter"
+    out = render_measured(plan.measured)
+    rows: list[tuple[str, ...]] = [("setup", "depth", "params", "FLOPs/tok", "micro",
+                                    "tokens/step", "step", "6N", "tok/s", "to horizon",
+                                    "cost", "basis")]
+    for p in plan.predictions:
+        basis = "measured" if p.measured else \
+            "modelled" if all(part.basis == forecast.MODELLED for part in p.parts) else "scaled"
+        rows.append((p.label, f"d{p.depth}", format_params(p.params),
+                     f"{format_count(p.flops_exact)} / {format_count(p.flops_6n)}",
+                     str(p.micro_steps), f"{p.tokens_per_step:,}", format_duration(p.step_s),
+                     format_duration(p.step_6n_s), format_count(p.tok_s),
+                     format_duration(p.horizon_s),
+                     format_money(p.cost) if p.cost is not None else "-", basis))
+    out += ["", f"predicted, to {horizon} (FLOPs a token: matmul-exact / 6N; step by "
+            "matmul-exact FLOPs, 6N beside):", *_table(rows), "", "how each part is made:"]
+    said: set[tuple[str, str, str]] = set()
+    for p in plan.predictions:
+        if p.measured:
+            continue
+        for part in p.parts:
+            key = (p.setup, part.name, part.basis)
+            if key not in said:
+                said.add(key)
+                where = "here" if p.setup == "here" else p.label
+                out.append(f"  {where}: {part.name}: {part.basis}, {part.source}")
+    return "\n".join(out)

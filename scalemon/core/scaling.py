@@ -25,6 +25,9 @@ class ModelShape:
     vocab: int = DEFAULT_VOCAB
     aspect_ratio: int = DEFAULT_ASPECT_RATIO
     head_dim: int = DEFAULT_HEAD_DIM
+    # Upstream nanochat (2026) adds a vocab x dim value embedding to every other layer:
+    # parameters 6N counts, lookups the matmul-exact FLOPs do not.
+    value_embeddings: bool = False
 
     def __post_init__(self) -> None:
         for field in ("depth", "vocab", "aspect_ratio", "head_dim"):
@@ -40,12 +43,18 @@ class ModelShape:
     def n_head(self) -> int:
         return max(1, self.dim // self.head_dim)
 
+    @property
+    def value_embedding_layers(self) -> int:
+        """nanochat's layers with a value embedding: the last and every second one before."""
+        return (self.depth + 1) // 2 if self.value_embeddings else 0
+
 
 @dataclass(frozen=True)
 class ParamCount:
     total: int
-    embedding: int  # input embedding + output head: vocab x dim each
+    embedding: int  # input embedding + output head (+ value embeddings): vocab x dim each
     body: int  # attention (4 d^2) and MLP (8 d^2) per layer
+    lookup: int  # embeddings read by index, not multiplied: the input's and the values'
 
     @property
     def embedding_share(self) -> float:
@@ -53,10 +62,11 @@ class ParamCount:
 
 
 def param_count(shape: ModelShape) -> ParamCount:
-    """N = 12·dim²·depth + 2·vocab·dim (DESIGN.md)."""
+    """N = 12·dim²·depth + 2·vocab·dim (DESIGN.md), plus nanochat's value embeddings."""
     body = 12 * shape.dim**2 * shape.depth
-    embedding = 2 * shape.vocab * shape.dim
-    return ParamCount(total=body + embedding, embedding=embedding, body=body)
+    lookup = (1 + shape.value_embedding_layers) * shape.vocab * shape.dim
+    embedding = lookup + shape.vocab * shape.dim
+    return ParamCount(total=body + embedding, embedding=embedding, body=body, lookup=lookup)
 
 
 def flops_per_token_6n(shape: ModelShape, seq_len: int = DEFAULT_SEQ_LEN) -> float:
@@ -70,10 +80,12 @@ def flops_per_token_6n(shape: ModelShape, seq_len: int = DEFAULT_SEQ_LEN) -> flo
 def flops_per_token_exact(shape: ModelShape, seq_len: int = DEFAULT_SEQ_LEN) -> float:
     """Matmul-exact FLOPs per token: 6·(N − vocab·dim) + 12·depth·dim·T.
 
-    The input embedding is a lookup, not a matmul, so it is left out; attention
-    scores and the weighted sum add 12·L·d·T (nanochat estimates the same way).
+    The input embedding (and nanochat's value embeddings) are lookups, not matmuls, so they
+    are left out; attention scores and the weighted sum add 12·L·d·T (nanochat estimates the
+    same way).
     """
-    matmul_params = param_count(shape).total - shape.vocab * shape.dim
+    count = param_count(shape)
+    matmul_params = count.total - count.lookup
     return 6.0 * matmul_params + 12.0 * shape.depth * shape.dim * seq_len
 
 
@@ -192,6 +204,26 @@ def accumulation_for_sync_share(micro_compute_s: float, sync_s: float, target: f
     if micro_compute_s <= 0:
         raise ValueError("micro-step compute time must be positive")
     return max(1, math.ceil(sync_s * (1 - target) / (target * micro_compute_s)))
+
+
+# The optimizer's work a step, for scaling its measured time to other shapes. AdamW is a few
+# elementwise operations a parameter; Muon (nanochat's matrices) adds Newton–Schulz
+# iterations, each X·Xᵀ, (X·Xᵀ)² and a product back onto X: 4·m²·n + 2·m³ FLOPs for an
+# m×n matrix (m ≤ n).
+ADAMW_FLOPS_PER_PARAM = 12
+MUON_NS_STEPS = 5
+
+
+def optimizer_flops(shape: ModelShape, muon: bool) -> float:
+    """FLOPs of one optimizer step over the whole model (before any sharding over ranks)."""
+    params = param_count(shape)
+    if not muon:
+        return float(ADAMW_FLOPS_PER_PARAM * params.total)
+    d = shape.dim
+    square = 4 * d**3 + 2 * d**3  # attention's q, k, v, o: d×d
+    wide = 4 * d * d * (4 * d) + 2 * d**3  # the MLP's d×4d and 4d×d
+    per_layer = MUON_NS_STEPS * (4 * square + 2 * wide)
+    return float(shape.depth * per_layer + ADAMW_FLOPS_PER_PARAM * params.total)
 
 
 def horizon_seconds(step_s: float, steps: int) -> float:

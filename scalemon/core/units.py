@@ -100,6 +100,8 @@ def format_duration(seconds: float) -> str:
         return "N/A"
     if seconds < 0:
         return "-" + format_duration(-seconds)
+    if 0 < seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 90:

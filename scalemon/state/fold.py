@@ -9,9 +9,11 @@ socket) or late; `apply` drops duplicates and tolerates any order. What follows 
 from __future__ import annotations
 
 import math
+import statistics
 from array import array
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from scalemon.core.config import RelayStatus, RunConfig, RunPhase, RunStatus
@@ -50,6 +52,27 @@ SYNC_HISTORY = 120  # steps of sync share kept for the split panel's history
 SMOOTHED_OVER = 200  # the smoothed loss is the EMA of this many last steps
 SEEN_KEPT = 4096  # records remembered per rank to drop duplicates
 NOSYNC_SAMPLES = 32  # no_sync backward samples kept per rank for the compute estimate
+RESUME_LOSSES = 5  # losses before a resume whose median it is to continue from
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Rank 0 restarted at `step` (from a checkpoint); the loss it had just before."""
+
+    step: int
+    t: float
+    loss_before: float | None
+
+
+@dataclass
+class DataCheck:
+    """Steps whose first batch every rank fingerprinted: how many, and how many had two ranks
+    on the same batch (the first such step is kept to say)."""
+
+    checked: int = 0
+    same: int = 0
+    first_step: int | None = None
+    first_same: int | None = None
 
 
 class RunState:
@@ -84,6 +107,10 @@ class RunState:
         self.sync_history: deque[float] = deque(maxlen=SYNC_HISTORY)  # exposed sync / dt
         self.checkpoint_steps: set[int] = set()
         self.last_checkpoint: CheckpointRecord | None = None
+        self.first_checkpoint: CheckpointRecord | None = None  # the first written
+        self.resumes: list[Resume] = []
+        self.data_check = DataCheck()
+        self._data_by_step: dict[int, dict[int, int]] = {}  # step -> rank -> fingerprint
         self.events = EventLog()
         self.records = 0
         self.duplicates = 0
@@ -192,6 +219,11 @@ class RunState:
         self._take_meta(record.meta)
         if self.source != "log":  # a log's start record is made up: its world is a placeholder
             self.world = self.world or record.world
+        if record.rank == 0 and info.start_step:
+            before = [v for step, v in zip(self.loss_steps, self.loss_values, strict=True)
+                      if step < info.start_step and math.isfinite(v)][-RESUME_LOSSES:]
+            self.resumes.append(Resume(info.start_step, record.t,
+                                       statistics.median(before) if before else None))
         if record.rank == 0:
             verb = "resumed at step" if info.start_step else "started at step"
             self.log(record.t, Level.INFO, f"rank 0 {verb} {info.start_step} on {record.host}")
@@ -237,6 +269,8 @@ class RunState:
             self.ready_by_step.setdefault(record.step, {})[record.rank] = arrived
             while len(self.ready_by_step) > RECENT:
                 del self.ready_by_step[min(self.ready_by_step)]
+        if record.data is not None:
+            self._check_data(record, record.data)
         if self.loss_rank is None or record.rank < self.loss_rank:
             self.loss_rank = record.rank
             self.loss_steps, self.loss_values = array("q"), array("d")
@@ -247,6 +281,27 @@ class RunState:
             self.step_times.append((record.step, record.t, record.tokens))
             self._alerts.loss(self, record)
             self._alerts.sync_jump(self, recent, record)
+
+    def _check_data(self, record: StepRecord, data: int) -> None:
+        """Once every rank has fingerprinted a step's first batch: were any two the same?"""
+        seen = self._data_by_step.setdefault(record.step, {})
+        seen[record.rank] = data
+        world = self.world or 0
+        if world < 2 or len(seen) < world:
+            while len(self._data_by_step) > RECENT:
+                del self._data_by_step[min(self._data_by_step)]
+            return
+        del self._data_by_step[record.step]
+        check = self.data_check
+        check.checked += 1
+        if check.first_step is None:
+            check.first_step = record.step
+        if len(set(seen.values())) < len(seen):
+            check.same += 1
+            if check.first_same is None:
+                check.first_same = record.step
+                self.log(record.t, Level.WARN, f"ranks trained on the same batch at step "
+                                               f"{record.step}: is the data sharded by rank?")
 
     def _append_loss(self, record: StepRecord) -> None:
         # A resume re-does the steps after the last checkpoint: they replace the old ones.
@@ -262,14 +317,19 @@ class RunState:
         self.sync_history.append(exposed / record.dt if record.dt > 0 else 0.0)
 
     def _apply_checkpoint(self, record: CheckpointRecord) -> None:
+        said = record.step in self.checkpoint_steps  # each rank saves its part of a step's
         self.checkpoint_steps.add(record.step)  # its time is not a step's, written or not
         if record.error is not None:
             self.log(record.t, Level.ERROR, record.error)
             return
         if self.last_checkpoint is None or record.t >= self.last_checkpoint.t:
             self.last_checkpoint = record
-        self.log(record.t, Level.INFO, f"checkpoint at step {record.step} "
-                                       f"({record.seconds:.1f} s)")
+        first = self.first_checkpoint  # rank 0's file of the first step saved
+        if first is None or (record.step, record.rank) < (first.step, first.rank):
+            self.first_checkpoint = record
+        if not said:
+            self.log(record.t, Level.INFO, f"checkpoint at step {record.step} "
+                                           f"({record.seconds:.1f} s)")
 
     def _apply_end(self, record: EndRecord) -> None:
         info = self.ranks[record.rank]

@@ -15,6 +15,7 @@ from typing import Any
 from scalemon.core import scaling
 from scalemon.core.activity import Activity
 from scalemon.core.config import ModelConfig, RelayStatus, RunPhase, RunStatus
+from scalemon.core.forecast import Measured
 from scalemon.core.logparse import EvalLine, StepLine
 from scalemon.core.snapshots import SystemSnapshot
 from scalemon.state import analysis
@@ -27,8 +28,10 @@ from scalemon.state.analysis import (
     SyncAdvice,
     SyncModel,
 )
+from scalemon.state.checklist import Checklist, checklist
 from scalemon.state.events import Event
 from scalemon.state.fold import RunState
+from scalemon.state.measure import measured
 from scalemon.state.series import Bucket
 
 
@@ -128,6 +131,8 @@ class Summary:
     printed: StepLine | None = None  # a probed script's own last step line
     printed_eval: EvalLine | None = None  # ... and its last evaluation
     unknown: str | None = None  # what an injected probe could not find in the script
+    checklist: Checklist | None = None  # what the run has proved of its plumbing
+    measured: Measured | None = None  # the median step with its shape: a forecast's input
 
     @property
     def done(self) -> bool:
@@ -158,6 +163,9 @@ class Summary:
             "relay": self.relay.to_dict() if self.relay else None,
             "plumbing": _plain(self.plumbing), "printed": _plain(self.printed),
             "printed_eval": _plain(self.printed_eval), "unknown": self.unknown,
+            "checklist": _plain(self.checklist),
+            "validated_step": self.checklist.validated_step if self.checklist else None,
+            "measured": _plain(self.measured),
         }
 
 
@@ -220,13 +228,18 @@ def summarize(state: RunState, now: float) -> Summary:
     advice = analysis.sync_advice(state, split, micro_steps)
     regime, regime_advice = analysis.regime(state, split, straggler, advice)
     state.series.update(state.loss_steps, state.loss_values)
+    info, plumbing = run_info(state), analysis.plumbing(state, window)
+    loss_all = state.series.all_buckets()
+    entropy = _number(state.meta.get("unigram_entropy"))
+    proved = checklist(state, split, plumbing, loss_all, entropy) \
+        if state.source != "log" else None
     return Summary(
         now=now, name=state.config.name, source=state.source, phase=state.phase,
         step=state.step, first_step=state.loss_steps[0] if state.loss_steps else None,
         steps_seen=len(state.loss_steps), horizon=state.horizon,
         last_step_t=state.step_times[-1][1] if state.step_times else None,
         world=state.world, depth=state.depth, vocab=state.vocab, ln_vocab=state.ln_vocab,
-        unigram_entropy=_number(state.meta.get("unigram_entropy")),
+        unigram_entropy=entropy,
         entropy_rate=_number(state.meta.get("entropy_rate")),
         loss=state.loss, smoothed_loss=state.smoothed_loss(),
         split=split, split_missing=None if split else analysis.split_missing(state),
@@ -238,13 +251,14 @@ def summarize(state: RunState, now: float) -> Summary:
         relay_down_s=analysis.relay_down_s(state, now),
         ranks=tuple(_rank(info) for _, info in sorted(state.ranks.items())),
         events=tuple(state.events), event_count=state.events.count, status=state.status,
-        records=state.records, info=run_info(state),
-        loss_all=state.series.all_buckets(), loss_recent=state.series.recent_buckets(),
+        records=state.records, info=info,
+        loss_all=loss_all, loss_recent=state.series.recent_buckets(),
         sync_history=tuple(state.sync_history), system=state.system,
         net_bytes_per_step=state.net_bytes_per_step, stderr_tail=state.stderr_tail,
-        plumbing=analysis.plumbing(state, window), printed=state.printed,
-        printed_eval=state.printed_eval,
-        unknown=unknown if isinstance(unknown := state.meta.get("unknown"), str) else None)
+        plumbing=plumbing, printed=state.printed, printed_eval=state.printed_eval,
+        unknown=unknown if isinstance(unknown := state.meta.get("unknown"), str) else None,
+        checklist=proved,
+        measured=measured(state, info, split, plumbing, micro_steps, window))
 
 
 def refresh(summary: Summary, state: RunState, now: float) -> Summary:

@@ -15,6 +15,7 @@ from scalemon.core.units import format_bytes, format_count, format_duration, for
 from scalemon.sources.base import Source
 from scalemon.state.summary import Summary
 from scalemon.views.text import (
+    check_line,
     clock,
     event_line,
     loss_text,
@@ -26,6 +27,7 @@ from scalemon.views.text import (
     sync_model_text,
     sync_text,
     system_text,
+    verdict_text,
 )
 
 
@@ -70,8 +72,9 @@ def status_line(summary: Summary) -> str:
     return " | ".join(parts)
 
 
-def report(summary: Summary) -> str:
-    """A multi-line summary of a whole run (replay's default output)."""
+def report(summary: Summary, price: float | None = None) -> str:
+    """A multi-line summary of a whole run (replay's default output); `price` per GPU-hour
+    prices the verdict's GPU."""
     s = summary
     lines = [f"run {s.name or '?'}: {s.phase}, step {max(s.step + 1, 0):,}"
              + (f" of {s.horizon:,}" if s.horizon else "")
@@ -113,6 +116,10 @@ def report(summary: Summary) -> str:
                 f"{format_duration(eta.high_s)})" if eta.remaining_steps else "horizon reached")
         lines.append(f"{format_count(eta.tok_s)} tok/s, {format_duration(eta.step_s)}/step; "
                      + when)
+    if s.checklist is not None:
+        lines.append("plumbing checklist:")
+        lines += [f"  {check_line(c)}" for c in s.checklist.checks]
+        lines.append(verdict_text(s, price) or "")
     recorded = records_text(s)
     if recorded:
         lines.append(recorded)

@@ -138,6 +138,9 @@ def test_killed_rank_is_named_and_the_run_fails_with_nothing_left_behind(home):
     assert re.search(r"^\d\d:\d\d:\d\d failed ", text, re.M), text
     assert json.loads(scalemon("ls", "--json").stdout)[0]["state"] == "failed"
     wait_until(lambda: not processes_of(run.path), 10, "every process of the run to exit")
+    replayed = json.loads(scalemon("replay", "killed", "--json").stdout)
+    ranks = {c["key"]: c for c in replayed["checklist"]["checks"]}["ranks"]
+    assert ranks["state"] == "fail" and ranks["detail"].startswith("rank 1 stopped at step ")
 
 
 FAILING_SCRIPT = """

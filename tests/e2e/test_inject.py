@@ -18,7 +18,8 @@ from support.runs import rank_records
 from scalemon.core.records import MetaRecord, StepRecord
 from scalemon.io.rundir import RunDir
 from scalemon.sources.rundir import RunDirSource
-from scalemon.views.text import plumbing_text
+from scalemon.state.checklist import FAIL, PASS, PENDING, UNKNOWN
+from scalemon.views.text import plumbing_text, verdict_text
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 LOOP = SUPPORT / "field_loop.py"
@@ -34,9 +35,10 @@ def launch(tmp_path: Path, nproc: int, *script: str, cwd: Path | None = None,
         capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
 
 
-def loop_run(tmp_path: Path, shape: str, nproc: int, accum: int = 1) -> tuple[list, list]:
+def loop_run(tmp_path: Path, shape: str, nproc: int, accum: int = 1,
+             extra: tuple[str, ...] = ()) -> tuple[list, list]:
     result = launch(tmp_path, nproc, str(LOOP), "--shape", shape, "--accum", str(accum),
-                    "--steps", str(STEPS))
+                    "--steps", str(STEPS), *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     records = [rank_records(tmp_path / "run", rank) for rank in range(nproc)]
     measured = [json.loads((tmp_path / f"loop-rank{rank}.json").read_text())
@@ -77,7 +79,9 @@ def check_steps(records: list, measured: dict, accum: int) -> list[StepRecord]:
 def test_a_loop_with_no_probe_code_is_timed(tmp_path, shape):
     nproc = 1 if shape == "single" else 2
     accum = 3 if shape.startswith("accum") else 1
-    records, measured = loop_run(tmp_path, shape, nproc, accum)
+    # The ddp loop saves a checkpoint; the accum-flag loop feeds every rank the same batches.
+    extra = {"ddp": ("--save-at", "5"), "accum-flag": ("--same-data",)}.get(shape, ())
+    records, measured = loop_run(tmp_path, shape, nproc, accum, extra)
     meta = meta_of(records[0])
     assert meta["n_params"] == measured[0]["n_params"] and meta["vocab"] == 512
     assert meta["model"] == "TinyGPT" and "unknown" not in meta
@@ -118,6 +122,37 @@ def test_a_loop_with_no_probe_code_is_timed(tmp_path, shape):
         assert "gradients synced each step" in plumbing and "no DDP" in plumbing
     elif shape == "ddp":
         assert "gradients synced each step" in plumbing
+    check_the_checklist(seen, shape, tmp_path)
+
+
+def check_the_checklist(seen, shape: str, tmp_path: Path) -> None:
+    """What the plumbing checklist proves of each loop shape, from the same run."""
+    listed = {c.key: c for c in seen.checklist.checks}
+    states = {key: check.state for key, check in listed.items()}
+    alone = shape == "single"
+    assert states["group"] == (UNKNOWN if alone else FAIL if shape == "no-group" else PASS)
+    assert states["synced"] == (UNKNOWN if alone else FAIL if shape == "no-group" else PASS)
+    assert states["ranks"] == PASS and states["data"] == PASS
+    # Batches are fingerprinted on the CPU: the same seed on every rank is seen
+    assert states["distinct"] == (UNKNOWN if alone else FAIL if shape == "accum-flag" else PASS)
+    if shape == "ddp":  # torch.save after step 5: a checkpoint, whatever the script calls it
+        assert states["checkpoint"] == PASS and listed["checkpoint"].step == 5
+        assert listed["checkpoint"].detail == f"written at step 5 ({tmp_path}/model_00005.pt)"
+    else:
+        assert states["checkpoint"] == PENDING and listed["checkpoint"].detail == \
+            "no checkpoint yet"
+    assert states["resume"] == UNKNOWN and states["learning"] == UNKNOWN
+
+
+def test_a_rank_that_never_steps_fails_the_checklist(tmp_path):
+    result = launch(tmp_path, 2, str(LOOP), "--shape", "no-group", "--steps", "6",
+                    "--idle-rank", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = summary(tmp_path)
+    ranks = next(c for c in seen.checklist.checks if c.key == "ranks")
+    assert (ranks.state, ranks.detail) == (FAIL, "rank 1 ended without a step (finished)")
+    assert verdict_text(seen) == ("plumbing: 1 of 5 proved; failing: group, synced, ranks; "
+                                  "to prove: checkpoint")
 
 
 def test_a_module_runs_from_the_working_directory_with_the_given_python(tmp_path):

@@ -2,8 +2,8 @@
 
 Two-node `scalemon run`s across the link check that node 0's monitor gets every
 rank, that the measured sync agrees with the ring model for the link's
-rate, that the regime says sync-bound, and that accumulating 4 micro-steps per
-allreduce lowers the sync share as the model predicts. The second run gives node
+rate, that the regime says sync-bound, and that twice the accumulation gives the step time
+and sync share `plan --from-run` predicts from the first run. The second run gives node
 1 a wrong secret: node 0 lets nothing in and says which node is behind, and the
 run trains on. Traffic never leaves the two namespaces, which are removed after.
 
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
+from scalemon.core.forecast import Target, predict_here
 from scalemon.core.units import format_duration
 from scalemon.io.rundir import RunDir
 from scalemon.run import relay_protocol
 from scalemon.sources.rundir import RunDirSource
-from scalemon.state.analysis import predict_accumulation
 
 pytestmark = pytest.mark.slow
 
@@ -149,17 +149,24 @@ def test_two_nodes_over_a_shaped_link(lan, tmp_path):
     assert regime == "sync-bound", advice
     assert "sync-bound: use" in out0 and f"(model {format_duration(model.predicted_s)} at" in out0
 
-    # Four micro-steps per allreduce; node 1 brings a wrong secret this time.
-    predicted_s, predicted_share = predict_accumulation(state.split, state.micro_steps, 4)
+    # Twice the accumulation, as `plan --from-run` predicts it from the first run; node 1
+    # brings a wrong secret this time.
+    measured = state.measured
+    assert measured is not None and (measured.world, measured.nodes) == (2, 2)
+    forecast = predict_here(measured, Target(2, 512, 2048, 2))
+    predicted_share = next(p.seconds for p in forecast.parts if p.name == "sync") / \
+        forecast.step_s
     out0, out1, (run0, run1) = two_node_run(
-        lan, tmp_path, "accum4", {0: secret, 1: relay_protocol.new_secret()},
-        ["--steps", "8", "--tokens-per-step", "4096"])
+        lan, tmp_path, "accum2", {0: secret, 1: relay_protocol.new_secret()},
+        ["--steps", "8", "--tokens-per-step", "2048"])
     accum = folded(run0)
     share = accum.split.share("sync")
-    print(f"{RATE_MBIT:g} Mbit/s, 4 micro-steps: sync share {share:.2f}, predicted "
-          f"{predicted_share:.2f}; step {accum.split.total:.2f} s, predicted {predicted_s:.2f} s;"
-          f" sync {accum.split.sync:.3f} s")
-    assert accum.micro_steps == 4
+    ratio = accum.split.total / forecast.step_s
+    print(f"{RATE_MBIT:g} Mbit/s, 2 micro-steps: step {accum.split.total:.2f} s, predicted "
+          f"{forecast.step_s:.2f} s (x{ratio:.2f}); sync share {share:.2f}, predicted "
+          f"{predicted_share:.2f}; sync {accum.split.sync:.3f} s")
+    assert accum.micro_steps == forecast.micro_steps == 2
+    assert abs(ratio - 1) <= TOLERANCE, ratio
     assert share < state.split.share("sync")
     assert abs(share - predicted_share) <= TOLERANCE * predicted_share
 

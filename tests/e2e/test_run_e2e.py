@@ -39,6 +39,11 @@ def test_run_checkpoint_resume_ls_replay(home):
         assert all(r.micro_steps == 2 and r.sync is not None and r.sync.bytes > 0 for r in steps)
         # accumulation: the first micro-step ran under no_sync, a ground-truth compute sample
         assert all(r.nosync_backward is not None for r in steps)
+        # the loss head, timed apart for plan --from-run: a part of forward and backward
+        assert all(0 < r.phases["loss_head"] < r.phases["forward"] + r.phases["backward"]
+                   for r in steps)
+        # each rank's batches fingerprinted (the checklist's distinct data)
+        assert all(r.data is not None for r in steps)
         assert isinstance(recs[-1], EndRecord) and recs[-1].reason == "finished"
     start, steps = rank_records(run_path, 0)[0], [
         r for r in rank_records(run_path, 0) if isinstance(r, StepRecord)]
@@ -46,6 +51,10 @@ def test_run_checkpoint_resume_ls_replay(home):
     assert min(r.loss for r in steps[-10:]) < start.meta["unigram_entropy"]
     checkpoints = sorted(p.name for p in (run_path / "checkpoints").iterdir())
     assert checkpoints == ["step-00000029.pt", "step-00000039.pt"]
+    listed = checklist_of("tiny")
+    assert listed["checkpoint"]["state"] == "pass" and listed["checkpoint"]["step"] == 9
+    assert listed["resume"]["state"] == "pending"  # not resumed yet: not validated
+    assert all(c["state"] == "pass" for k, c in listed.items() if k != "resume"), listed
 
     # Resume, extending the horizon: continues after the last checkpoint.
     result = scalemon("run", "--resume", "tiny", "--steps", "50", "--no-tui")
@@ -63,9 +72,32 @@ def test_run_checkpoint_resume_ls_replay(home):
 
     summary = json.loads(scalemon("replay", "tiny", "--json").stdout)
     assert summary["state"] == "finished" and summary["step"] == 49
+    resumed = {c["key"]: c for c in summary["checklist"]["checks"]}["resume"]
+    assert resumed["state"] == "pass" and resumed["detail"].startswith("resumed at step 40: ")
+    validated = summary["validated_step"]
+    assert validated >= 44  # the resume's loss is judged over its first five steps
+    assert summary["verdict"].startswith(f"plumbing validated at step {validated}: this run "
+                                         "has done its job. d12 here: ")
     assert summary["split"]["sync"] > 0 and summary["split"]["bytes"] > 0
     text = scalemon("replay", "tiny").stdout
     assert "run tiny: finished, step 50 of 50" in text and "regime:" in text
+    assert "✓ a resume continues the loss resumed at step 40: " in text
+
+    # The plan from what the run measured: its own setup is the measurement itself.
+    plan = scalemon("plan", "--from-run", "tiny", "--depth", "1", "4", "--tokens-per-step",
+                    "2048")
+    assert plan.returncode == 0, plan.stderr
+    assert "measured in tiny: d1 (dim 64, vocab 256" in plan.stdout
+    data = json.loads(scalemon("plan", "--from-run", "tiny", "--json").stdout)
+    own = data["predictions"][0]
+    assert own["measured"] and own["depth"] == 1 and own["micro_steps"] == 2
+    assert own["step_s"] == pytest.approx(sum(p["seconds"] for p in own["parts"]))
+    assert data["validated_step"] == validated and data["verdict"] == summary["verdict"]
+
+
+def checklist_of(run: str) -> dict:
+    summary = json.loads(scalemon("replay", run, "--json").stdout)
+    return {c["key"]: c for c in summary["checklist"]["checks"]}
 
 
 def test_any_training_script_runs_with_the_probe_on(home):

@@ -124,3 +124,13 @@ def test_any_text_parses_without_raising(text):
 ])
 def test_impossible_step_times_and_numbers_are_not_steps(text):
     assert parse_line(text) is None
+
+
+def test_the_flops_a_script_prints_for_its_model_are_read():
+    from scalemon.core.logparse import printed_flops_per_token
+
+    lines = ["total                   : 7,340,162", "Estimated FLOPs per token: 3.145800e+07",
+             "Estimated FLOPs per token: 9e9"]
+    assert printed_flops_per_token(lines) == 3.1458e7  # the first, as printed at the start
+    assert printed_flops_per_token(["step 1/2 | loss 1.0 | dt 1s"]) is None
+    assert printed_flops_per_token(["Estimated FLOPs per token: nan"]) is None
