@@ -149,6 +149,9 @@ def follow(source: Source, out: Callable[[str], None], interval: float = 5.0,
             if summary.done:
                 source.catch_up()  # the last line says all the run left behind
             summary = source.summary()
+            for event in summary.events_since(seen_events):  # what catching up brought
+                out(event_line(event))
+            seen_events = summary.event_count
             out(status_line(summary))
             last_line, last_step = time.monotonic(), summary.step
         if summary.done:
