@@ -75,7 +75,7 @@ def checklist(state: RunState, split: Split | None, plumbing: Plumbing | None,
         _group(state, plumbing, first),
         _synced(state, plumbing),
         _ranks(state),
-        _data(split, first),
+        _data(state, split, first),
         _distinct(state),
         _checkpoint(state),
         _resume(state),
@@ -158,10 +158,14 @@ def _ranks(state: RunState) -> Check:
                  "the rank is stepping", proved)
 
 
-def _data(split: Split | None, first: int | None) -> Check:
+def _data(state: RunState, split: Split | None, first: int | None) -> Check:
     label = "data"
     if split is None or not split.total > 0 or first is None:
         return Check("data", label, PENDING, "waiting for steps past warm-up")
+    timed = any("data" in r.phases for recent in state.recent.values() for r in recent)
+    if not timed and state.config.command == "script":
+        return Check("data", label, UNKNOWN, "the script's loader is not a torch DataLoader: "
+                                             "its time is in the split's other")
     share = split.share("data")
     said = f"data wait {share:.0%} of a step"
     if share > DATA_BOUND:

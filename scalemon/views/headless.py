@@ -127,6 +127,22 @@ def report(summary: Summary, price: float | None = None) -> str:
     return "\n".join(lines)
 
 
+RELAYED_END_GRACE_S = 5.0  # how long the last line waits for other nodes' end records
+
+
+def _last_records(source: Source) -> Summary:
+    """The run has ended: fold all it left behind. Other nodes' last records come through
+    the relay a little after node 0's trainer exits; wait a few seconds for their ends."""
+    deadline = time.monotonic() + RELAYED_END_GRACE_S
+    while True:
+        source.catch_up()
+        summary = source.summary()
+        waiting = [r for r in summary.ranks if r.steps and not r.ended]
+        if summary.relay is None or not waiting or time.monotonic() > deadline:
+            return summary
+        source.poll(0.25)
+
+
 def follow(source: Source, out: Callable[[str], None], interval: float = 5.0,
            stop: Callable[[], bool] = lambda: False) -> RunPhase:
     """Print status lines until the run ends or `stop()` says so; returns the final phase.
@@ -146,9 +162,7 @@ def follow(source: Source, out: Callable[[str], None], interval: float = 5.0,
         since = time.monotonic() - last_line
         if summary.done or (since >= interval and summary.step != last_step) or \
                 since >= 6 * interval:
-            if summary.done:
-                source.catch_up()  # the last line says all the run left behind
-            summary = source.summary()
+            summary = _last_records(source) if summary.done else source.summary()
             for event in summary.events_since(seen_events):  # what catching up brought
                 out(event_line(event))
             seen_events = summary.event_count
