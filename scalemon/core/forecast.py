@@ -10,6 +10,7 @@ says which of these it is (`basis`) and from what (`source`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -84,6 +85,15 @@ class Measured:
     def data_s_per_token(self) -> float:
         return self.data_s / (self.micro_steps * self.tokens_per_micro)
 
+    @property
+    def parts_scale(self) -> float:
+        """The median step over the sum of its parts' medians: medians do not add (a rank's
+        wait and its compute move against each other), so predicted parts are scaled by this
+        to add up as the measured ones do to the measured step."""
+        parts = self.compute_s + self.data_s + self.wait_s + self.optimizer_s + self.sync_s + \
+            self.other_s
+        return min(1.0, self.step_s / parts) if parts > 0 else 1.0
+
     def bytes_per_param(self) -> float:
         """Bytes each parameter puts on the wire in an allreduce's worth of sync (a sharded
         optimizer's reduce_scatter plus all_gather move it twice)."""
@@ -121,7 +131,7 @@ class Prediction:
     tokens_per_step: int
     steps: int  # to the horizon
     parts: tuple[Part, ...]
-    step_s: float  # the parts' sum, compute by matmul-exact FLOPs
+    step_s: float  # the parts' sum (see Measured.parts_scale), compute by matmul-exact FLOPs
     step_6n_s: float  # the same with compute by 6N FLOPs
     cost: float | None  # to the horizon at --price per machine-hour
 
@@ -143,9 +153,9 @@ class Prediction:
 
 
 def shape_at(measured: Measured, depth: int) -> scaling.ModelShape:
-    s = measured.shape
-    return scaling.ModelShape(depth=depth, vocab=s.vocab, aspect_ratio=s.aspect_ratio,
-                              head_dim=s.head_dim, value_embeddings=s.value_embeddings)
+    """The run's model family (vocab, width per layer, head size, value embeddings) at
+    another depth."""
+    return dataclasses.replace(measured.shape, depth=depth)
 
 
 def params_at(measured: Measured, shape: scaling.ModelShape) -> int:
@@ -195,6 +205,8 @@ def predict_here(m: Measured, target: Target, steps: int | None = None,
         part("other", m.other_s, "the measured rest of a step, held per step",
              basis=MEASURED),
     ]
+    scale = m.parts_scale
+    parts = [dataclasses.replace(p, seconds=p.seconds * scale) for p in parts]
     step = sum(p.seconds for p in parts)
     steps_to = horizon_steps(params, tokens, steps, tokens_per_param)
     label = f"here ({world} rank{'s' * (world != 1)} on {target.nodes} node" \
@@ -204,7 +216,7 @@ def predict_here(m: Measured, target: Target, steps: int | None = None,
         setup="here", label=label, depth=target.depth, params=params, flops_exact=exact,
         flops_6n=six_n, world=world, nodes=target.nodes, micro_steps=micro,
         tokens_per_step=tokens, steps=steps_to, parts=tuple(parts), step_s=step,
-        step_6n_s=step - compute + compute_6n,
+        step_6n_s=step + (compute_6n - compute) * scale,
         cost=None if price is None else scaling.cost(step * steps_to, price, machines))
 
 

@@ -26,7 +26,7 @@ def measured(**changes) -> Measured:
     """Two gloo ranks of d4, 512 tokens a rank in one micro-step (the README's demo)."""
     base = Measured(
         name="d4", shape=SHAPE, seq_len=512, n_params=D4_PARAMS, params_counted=True, world=2,
-        nodes=1, micro_steps=1, tokens_per_step=1024, samples=20, step_s=2.5, compute_s=1.9,
+        nodes=1, micro_steps=1, tokens_per_step=1024, samples=20, step_s=2.504, compute_s=1.9,
         head_s=None, data_s=0.004, optimizer_s=0.2, other_s=0.15, sync_s=0.2,
         sync_lower_bound=False, wait_s=0.05, sync_bytes=4 * D4_PARAMS, bus_bit_s=16e9,
         muon=False, sharded=False, optimizer_name="AdamW", device="cpu", link_bit_s=None)
@@ -45,6 +45,16 @@ def test_the_runs_own_setup_is_its_measurement():
                                         "optimizer": 0.2, "sync": 0.2, "other": 0.15})
     assert got.step_s == pytest.approx(2.504) and got.step_6n_s == pytest.approx(2.504)
     assert got.tok_s == pytest.approx(1024 / 2.504)
+
+
+def test_parts_whose_medians_add_past_the_median_step_are_scaled_to_it():
+    m = measured(step_s=2.0)  # the parts' medians add up to 2.504 s
+    own = predict_here(m, Target(4, 512, 1024, 1))
+    assert own.step_s == pytest.approx(2.0) and parts(own)["compute"] == pytest.approx(
+        1.9 * 2.0 / 2.504)
+    deeper = predict_here(m, Target(12, 512, 1024, 1))
+    assert deeper.step_s == pytest.approx(predict_here(measured(), Target(12, 512, 1024, 1))
+                                          .step_s * 2.0 / 2.504)
 
 
 def test_another_depth_scales_each_part_by_its_own_work():
