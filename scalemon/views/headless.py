@@ -13,6 +13,7 @@ from collections.abc import Callable
 from scalemon.core.config import RunPhase
 from scalemon.core.units import format_bytes, format_count, format_duration, format_rate
 from scalemon.sources.base import Source
+from scalemon.state.checklist import PASS
 from scalemon.state.summary import Summary
 from scalemon.views.text import (
     check_line,
@@ -67,6 +68,11 @@ def status_line(summary: Summary) -> str:
         parts.append(f"script: {printed}")
     if summary.plumbing is not None and summary.plumbing.isolated:
         parts.append(plumbing_text(summary) or "")
+    listed = summary.checklist
+    if listed is not None:
+        proved = listed.validated_step
+        parts.append(f"plumbing validated at step {proved:,}" if proved is not None else
+                     f"plumbing {len(listed.of(PASS))}/{len(listed.checks)}")
     if summary.system is not None:
         parts.append(system_text(summary.system, summary.net_bytes_per_step))
     return " | ".join(parts)

@@ -147,3 +147,16 @@ def test_one_process_and_a_script_skip_what_they_cannot_show():
     assert got["resume"].detail == ("a script resumes by its own flags, which the probe does "
                                     "not see")
     assert verdict_text(summary) == "plumbing: 2 of 3 proved; to prove: checkpoint"
+
+
+def test_the_status_line_says_how_far_the_checklist_got():
+    from scalemon.views.headless import status_line
+
+    _, waiting = checks(starts())
+    assert status_line(waiting).endswith(" | plumbing 0/8")
+    records = [*starts(), *synced_steps(0, 40),
+               CheckpointRecord(rank=0, t=T0 + 40, step=29, path="ck/29.pt", seconds=0.1),
+               start(0, t=T0 + 50, start_step=30), start(1, t=T0 + 50, start_step=30),
+               *synced_steps(30, 60, later=50)]
+    _, done = checks(records)
+    assert f"plumbing validated at step {done.checklist.validated_step:,}" in status_line(done)
