@@ -211,8 +211,10 @@ def _resume(state: RunState) -> Check:
         return Check("resume", label, UNKNOWN, "a script resumes by its own flags, which the "
                                                "probe does not see")
     if not state.resumes:
-        return Check("resume", label, PENDING, "no resume yet: stop the run, then "
-                                               f"`scalemon run --resume {state.config.name}`")
+        how = f"`scalemon run --resume {state.config.name}"
+        how = f"{how} [--steps N]` continues it" if state.phase.ended else \
+            f"stop it (s, or Ctrl-C), then {how}`"
+        return Check("resume", label, PENDING, f"no resume yet: {how}")
     resume = state.resumes[-1]
     after = [v for step, v in zip(state.loss_steps, state.loss_values, strict=True)
              if step >= resume.step and math.isfinite(v)][:RESUME_LOSSES]
