@@ -288,8 +288,8 @@ class RunState:
         seen[record.rank] = data
         world = self.world or 0
         if world < 2 or len(seen) < world:
-            while len(self._data_by_step) > RECENT:
-                del self._data_by_step[min(self._data_by_step)]
+            while len(self._data_by_step) > RECENT:  # the oldest first: a step never completed
+                del self._data_by_step[next(iter(self._data_by_step))]
             return
         del self._data_by_step[record.step]
         check = self.data_check
