@@ -110,7 +110,7 @@ def _from_run(name, depths, seq_len, tokens_per_step, steps, tokens_per_param, n
     if m is None:
         why = summary.split_missing if summary.split is None else \
             "its depth, vocab or tokens a step are not known"
-        raise UserError(f"{name} has no measured step to plan from ({why})")
+        raise UserError(f"{run.name} has no measured step to plan from ({why})")
     own = m.shape.depth
     chosen = depths or (own, *(d for d in VERDICT_DEPTHS if d > own))
     result = build_run_plan(

@@ -56,6 +56,8 @@ def test_sync_bound_verdict_recommends_accumulation():
     (["plan"], "at least one depth"),
     (["plan", "--depth", "4", "--steps", "10", "--tokens-per-param", "20"], "either"),
     (["plan", "--nonsense"], "No such option"),
+    (["plan", "--from-run", "no-such-run-here"], "no run named 'no-such-run-here'"),
+    (["plan", "--from-run", "r", "--vocab", "512"], "come from the run with --from-run"),
 ])
 def test_bad_arguments_get_one_line_and_exit_2(args, message):
     result = scalemon(*args)
@@ -63,3 +65,13 @@ def test_bad_arguments_get_one_line_and_exit_2(args, message):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scalemon: error:") and message in lines[0]
+
+
+def test_a_run_with_no_steps_yet_has_nothing_to_plan_from(tmp_path):
+    from support.builders import make_run
+
+    run = make_run(tmp_path, "fresh", command="train", model={"depth": 2, "vocab": 512})
+    result = scalemon("plan", "--from-run", str(run.path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("scalemon: error: fresh has no measured step to plan "
+                                     "from (waiting)")
