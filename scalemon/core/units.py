@@ -116,7 +116,7 @@ def format_duration(seconds: float) -> str:
     if days < 365:
         return f"{days:.1f} days" if days < 10 else f"{days:.0f} days"
     years = seconds / (365.25 * 24 * 3600)
-    return f"{years:.1f} years" if years < 10 else f"{years:.0f} years"
+    return f"{years:.1f} years" if years < 10 else f"{years:,.0f} years"
 
 
 def format_percent(share: float, decimals: int = 0) -> str:

@@ -43,6 +43,7 @@ def test_formats():
     assert format_duration(3.4 * 3600) == "3.4 h"
     assert format_duration(5 * 86400) == "5.0 days"
     assert format_duration(26 * 365.25 * 86400) == "26 years"
+    assert format_duration(188_523 * 365.25 * 86400) == "188,523 years"
     assert format_duration(math.nan) == "N/A"
     assert format_count(36_700_160) == "36.7M" and format_count(1.113e9) == "1.11B"
     assert format_params(185_597_952) == "185.6M" and format_params(560_988_160) == "561.0M"
