@@ -3,8 +3,11 @@
     .venv/bin/python bench/tui_cost.py [--seconds 30] [--depth 2 --vocab 8192]
 
 Starts a training run (two gloo ranks on this machine), then the screen in a
-tmux pane at 100x30 watching it through the real source (live socket, run
-dir files, system probes). Prints, as ratios to the targets of issue 5:
+tmux pane (--size, 100x30) watching it through the real source (live socket, run
+dir files, system probes). Then, in the same pane, the floor any Textual monitor
+pays: a bare Textual app with six text panels and a sparkline, redrawn once a
+second, for as long, while the ranks train on. Prints, as ratios to the targets of issue 5
+and beside that floor:
 
 - the monitor's CPU time over the watch (every thread: the feed's polls and
   probes, Textual's rendering and its writes to the terminal) as a share of
@@ -93,6 +96,57 @@ def monitor(run_path: str, out: str, seconds: float) -> None:
         TimedApp(source, price=2.0, stop_run=lambda: False).run()
 
 
+def floor(out: str, seconds: float) -> None:
+    """The child for the floor: a bare Textual app with six text panels and a sparkline,
+    each redrawn with new text once a second, measured as the monitor is."""
+    import random
+
+    from textual.app import App, ComposeResult
+    from textual.containers import Grid
+    from textual.widgets import Sparkline, Static
+
+    class Floor(App[None]):
+        CSS = "Grid { grid-size: 2 4; } Static { border-top: solid $foreground 30%; }"
+
+        def compose(self) -> ComposeResult:
+            with Grid():
+                yield from (Static(id=f"p{i}") for i in range(6))
+                yield Sparkline([0.0], id="spark")
+
+        def on_mount(self) -> None:
+            self.history: list[float] = []
+            self.start = (time.monotonic(), cpu_seconds())
+            self.set_interval(1.0, self.redraw)
+            self.set_timer(seconds, self.finish)
+
+        def redraw(self) -> None:
+            self.history = (self.history + [random.random()])[-60:]
+            for i in range(6):
+                self.query_one(f"#p{i}", Static).update(
+                    "\n".join(f"panel {i} line {n}: {random.random():.6f}" for n in range(6)))
+            self.query_one("#spark", Sparkline).data = self.history
+
+        def finish(self) -> None:
+            wall, cpu = time.monotonic() - self.start[0], cpu_seconds() - self.start[1]
+            Path(out).write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+            self.exit()
+
+    Floor().run()
+
+
+def in_pane(tmux: list[str], size: str, env: str, child: list[str], out: Path,
+            seconds: float) -> dict | None:
+    """Run `child` in a fresh tmux pane of `size` until it writes `out`; its figures."""
+    width, height = size.split("x")
+    subprocess.run(tmux + ["new-session", "-d", "-s", "bench", "-x", width, "-y", height,
+                           env + " ".join(child)], check=True)
+    deadline = time.monotonic() + seconds + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    subprocess.run(tmux + ["kill-server"], capture_output=True)
+    return json.loads(out.read_text()) if out.exists() else None
+
+
 def start_run(home: Path, depth: int, vocab: int):
     os.environ["SCALEMON_HOME"] = str(home)
     from scalemon.run import launch
@@ -140,11 +194,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--size", default="100x30", help="the tmux pane, WIDTHxHEIGHT")
     parser.add_argument("--monitor", nargs=2, metavar=("RUN_DIR", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor", metavar="OUT", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
     if args.monitor:
         monitor(*args.monitor, args.seconds)
+        return
+    if args.floor:
+        floor(args.floor, args.seconds)
         return
     if shutil.which("tmux") is None:
         print("bench/tui_cost.py: skipped, it needs tmux (apt-get install tmux)")
@@ -160,27 +219,34 @@ def main() -> None:
             child = [sys.executable, str(Path(__file__).resolve()), "--seconds",
                      str(args.seconds), "--monitor", str(run.path), str(out)]
             env = f"env TERM=xterm-256color SCALEMON_HOME={home} "
-            subprocess.run(tmux + ["new-session", "-d", "-s", "bench", "-x", "100", "-y", "30",
-                                   env + " ".join(child)], check=True)
-            deadline = time.monotonic() + args.seconds + 60
-            while not out.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
+            result = in_pane(tmux, args.size, env, child, out, args.seconds)
             steps_per_s = (steps_done(run) - steps_before) / (time.monotonic() - t_before)
+            # The floor next, in the same pane size, while the ranks train on beside it as
+            # they did beside the monitor.
+            floor_out = Path(tmp) / "floor.json"
+            floor_child = [sys.executable, str(Path(__file__).resolve()), "--seconds",
+                           str(args.seconds), "--floor", str(floor_out)]
+            bare = in_pane(tmux, args.size, "env TERM=xterm-256color ", floor_child, floor_out,
+                           args.seconds)
         finally:
             stop_run(run)
             subprocess.run(tmux + ["kill-server"], capture_output=True)
-        if not out.exists():
+        if result is None:
             sys.exit("the monitor wrote no result (see the tmux pane's output)")
-        result = json.loads(out.read_text())
         delays = sorted(step_delays(run, result["frames"]))
     share = result["cpu_s"] / result["wall_s"]
     p50 = statistics.median(delays)
     p95 = delays[round(0.95 * (len(delays) - 1))]
+    floor_share = bare["cpu_s"] / bare["wall_s"] if bare else None
     print(f"screen watching a d{args.depth} vocab {args.vocab:,} run, two gloo ranks, "
-          f"{steps_per_s:.1f} steps/s, {result['wall_s']:.0f} s in a 100x30 tmux pane, "
+          f"{steps_per_s:.1f} steps/s, {result['wall_s']:.0f} s in a {args.size} tmux pane, "
           f"{result['views'] / result['wall_s']:.1f} views/s")
     print(f"monitor CPU: {share:.1%} of one core ({share / CPU_TARGET:.2f}x the "
           f"{CPU_TARGET:.0%} target)")
+    if floor_share is not None:
+        print(f"bare Textual floor (six text panels and a sparkline redrawn once a second, "
+              f"same pane): {floor_share:.1%} of one core; the monitor is "
+              f"{share / floor_share:.2f}x it")
     print("  by thread: " + ", ".join(f"{name} {t / result['wall_s']:.1%}"
                                       for name, t in sorted(result["threads"].items())))
     print(f"step end to screen: median {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
@@ -188,7 +254,8 @@ def main() -> None:
           f"max {delays[-1] * 1000:.0f} ms over {len(delays)} steps")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "cpu_share": share, "p50_s": p50, "p95_s": p95, "steps_per_s": steps_per_s,
+            "cpu_share": share, "floor_share": floor_share, "size": args.size,
+            "p50_s": p50, "p95_s": p95, "steps_per_s": steps_per_s,
             "seconds": result["wall_s"], "views_per_s": result["views"] / result["wall_s"]}))
 
 
