@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import socket
 import subprocess
@@ -273,6 +274,12 @@ def test_ddp_hook_times_buckets_and_keeps_gradients(tmp_path):
         # world size 1: the averaged gradient is the local one
         for before, p in zip(local, net.parameters(), strict=True):
             torch.testing.assert_close(p.grad, before)
+        # gloo's worker releases the comm hook's Python callback after the allreduce is
+        # done; a DDP freed before that, GIL held, joins that worker and deadlocks. A barrier
+        # runs on the same worker after it: past it, the DDP can go, then the group.
+        dist.barrier()
+        del ddp
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
