@@ -6,6 +6,7 @@ Outside scalemon (plain torchrun) the probe is a no-op and costs nothing.
 """
 
 import argparse
+import gc
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
     dist.init_process_group("gloo")
+    train(args.steps)
+    # The DDP holds the process group: it is gone with train()'s frame before the group is
+    # destroyed (freed after it, gloo's threads can abort the process at exit).
+    gc.collect()
+    dist.barrier()  # no rank tears gloo down while a peer still talks to it
+    dist.destroy_process_group()
+
+
+def train(steps: int) -> None:
     vocab, dim, batch, seq = 512, 128, 8, 64
     torch.manual_seed(0)
     model = DDP(torch.nn.Sequential(torch.nn.Embedding(vocab, dim), torch.nn.Linear(dim, vocab)))
@@ -27,9 +37,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(dist.get_rank())
     tokens = batch * seq * dist.get_world_size()
 
-    probe = StepProbe.from_env(meta={"vocab": vocab, "steps": args.steps})
+    probe = StepProbe.from_env(meta={"vocab": vocab, "steps": steps})
     probe.attach_ddp(model)  # times gradient sync with a DDP comm hook
-    for step in range(args.steps):
+    for step in range(steps):
         with probe.step(step, tokens=tokens) as s:
             with s.phase("data"):
                 start = torch.randint(0, vocab, (batch, 1), generator=generator)
@@ -50,8 +60,6 @@ def main() -> None:
                 optimizer.zero_grad(set_to_none=True)
             s.loss = loss.item()
     probe.close("finished")
-    dist.barrier()  # no rank tears gloo down while a peer still talks to it
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
