@@ -95,7 +95,12 @@ def _from_run(name, depths, seq_len, tokens_per_step, steps, tokens_per_param, n
     from scalemon.core.units import parse_link
     from scalemon.io.rundir import resolve_run
     from scalemon.sources.rundir import RunDirSource
-    from scalemon.views.text import VERDICT_DEPTHS, VERDICT_DEVICE, check_line, verdict_text
+    from scalemon.views.text import (
+        VERDICT_DEPTHS,
+        VERDICT_DEVICE,
+        checklist_block,
+        verdict_text,
+    )
 
     try:
         link_bit_s = parse_link(link) if link else None
@@ -132,10 +137,7 @@ def _from_run(name, depths, seq_len, tokens_per_step, steps, tokens_per_param, n
         click.echo(f"\nthe script printed {printed:.6g} FLOPs a token for its own model; "
                    f"scalemon's matmul-exact count: {counted:.6g} ({counted / printed:.3f}x)")
     if listed is not None:
-        click.echo("\nplumbing checklist:")
-        for check in listed.checks:
-            click.echo(f"  {check_line(check)}")
-        click.echo(verdict or "")
+        click.echo("\n" + "\n".join(checklist_block(summary, price)))
 
 
 def _printed_flops(log) -> float | None:

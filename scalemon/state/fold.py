@@ -288,8 +288,10 @@ class RunState:
         seen[record.rank] = data
         world = self.world or 0
         if world < 2 or len(seen) < world:
-            while len(self._data_by_step) > RECENT:  # the oldest first: a step never completed
-                del self._data_by_step[next(iter(self._data_by_step))]
+            # The lowest step first: a replay folds one rank's file, then the next, whose steps
+            # complete those kept (evicting by arrival would drop them before their peers come).
+            while len(self._data_by_step) > RECENT:
+                del self._data_by_step[min(self._data_by_step)]
             return
         del self._data_by_step[record.step]
         check = self.data_check

@@ -16,7 +16,7 @@ from scalemon.sources.base import Source
 from scalemon.state.checklist import PASS
 from scalemon.state.summary import Summary
 from scalemon.views.text import (
-    check_line,
+    checklist_block,
     clock,
     event_line,
     loss_text,
@@ -28,7 +28,6 @@ from scalemon.views.text import (
     sync_model_text,
     sync_text,
     system_text,
-    verdict_text,
 )
 
 
@@ -122,10 +121,7 @@ def report(summary: Summary, price: float | None = None) -> str:
                 f"{format_duration(eta.high_s)})" if eta.remaining_steps else "horizon reached")
         lines.append(f"{format_count(eta.tok_s)} tok/s, {format_duration(eta.step_s)}/step; "
                      + when)
-    if s.checklist is not None:
-        lines.append("plumbing checklist:")
-        lines += [f"  {check_line(c)}" for c in s.checklist.checks]
-        lines.append(verdict_text(s, price) or "")
+    lines += checklist_block(s, price)
     recorded = records_text(s)
     if recorded:
         lines.append(recorded)

@@ -239,6 +239,14 @@ def check_line(check: Check) -> str:
     return f"{CHECK_MARKS[check.state]} {check.title:<27} {check.detail}"
 
 
+def checklist_block(summary: Summary, price: float | None = None) -> list[str]:
+    """'plumbing checklist:', a line a check, then the verdict (replay, plan --from-run)."""
+    if summary.checklist is None:
+        return []
+    return ["plumbing checklist:", *(f"  {check_line(c)}" for c in summary.checklist.checks),
+            verdict_text(summary, price) or ""]
+
+
 def checklist_strip(summary: Summary) -> str | None:
     """'plumbing ✓group ✓synced ✓ranks ✓data ✓distinct ·checkpoint ·resume ·unigram'"""
     if summary.checklist is None:

@@ -160,3 +160,11 @@ def test_the_status_line_says_how_far_the_checklist_got():
                *synced_steps(30, 60, later=50)]
     _, done = checks(records)
     assert f"plumbing validated at step {done.checklist.validated_step:,}" in status_line(done)
+
+
+def test_a_replay_folding_one_rank_file_after_the_other_still_compares_batches():
+    # 120 steps, more than the fold keeps open: the last 100 of rank 0 wait for rank 1's
+    by_rank = sorted(synced_steps(0, 120), key=lambda r: r.rank)
+    got, _ = checks([*starts(), *by_rank])
+    assert got["distinct"].state == PASS
+    assert got["distinct"].detail == "a different batch on every rank, 100 steps compared"
