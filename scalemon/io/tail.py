@@ -71,13 +71,9 @@ class RecordTail:
         if len(self.partial) > MAX_RECORD_BYTES:
             self.bad += 1
             self.partial = b""
-        for line in lines:
-            if not line or line.isspace():
-                continue
-            try:
-                yield codec.decode(line)
-            except RecordError:
-                self.bad += 1
+        records, bad = codec.decode_many(lines)
+        self.bad += bad
+        yield from records
 
 
 def history_tail(path: Path, window: int) -> tuple[list[bytes], int]:

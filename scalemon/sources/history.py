@@ -75,17 +75,16 @@ class Backfill:
         """A file shrank under it (truncated or replaced): this history is no longer its."""
         return self.cut_short or any(tail.truncations for tail in self.tails)
 
-    def add(self, record: Record) -> None:
-        """A record the shown state got (file or datagram): the full state gets it after."""
-        self.pending.append(record)
+    def add(self, records: list[Record]) -> None:
+        """Records the shown state got (file or datagram): the full state gets them after."""
+        self.pending.extend(records)
 
     def step(self, deadline: float) -> bool:
         """Fold history until `deadline` (time.monotonic()); True once all of it is in."""
         while self.todo and not self.replaced:
             tail = self.todo[0]
             end, before = self.ends[tail.path], tail.offset
-            for record in tail.read(min(SLICE_BYTES, end - tail.offset)):
-                self.state.apply(record)
+            self.state.apply_all(tail.read(min(SLICE_BYTES, end - tail.offset)))
             if tail.offset >= end:
                 self.todo.pop(0)
             elif tail.offset == before:
@@ -99,7 +98,6 @@ class Backfill:
         and what the monitor observed meanwhile."""
         full = self.state
         history_events = list(full.events)
-        for record in self.pending:
-            full.apply(record)
+        full.apply_all(self.pending)
         full.take_observations(shown, history_events, self.shown_events)
         return full

@@ -12,10 +12,11 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Iterable
 
 from scalemon.core import codec
 from scalemon.core.config import RunStatus
-from scalemon.core.errors import RecordError, RunDirError
+from scalemon.core.errors import RunDirError
 from scalemon.core.launcherlog import rank_error_lines
 from scalemon.core.logparse import EvalLine, LogParser, StepLine
 from scalemon.core.records import Record
@@ -136,10 +137,12 @@ class RunDirSource(FoldedSource):
 
     # --- records ------------------------------------------------------------------------
 
-    def _apply(self, record: Record) -> int:
+    def _apply(self, records: Iterable[Record]) -> int:
+        """Fold records in (the history being folded behind gets them too); how many new."""
         if self._backfill is not None:
-            self._backfill.add(record)
-        return self.state.apply(record)
+            records = list(records)
+            self._backfill.add(records)
+        return self.state.apply_all(records)
 
     def read_files(self, max_bytes: int | None = None) -> int:
         """Fold what the rank files gained, up to `max_bytes` of each (FILE_READ_BYTES), and
@@ -147,8 +150,7 @@ class RunDirSource(FoldedSource):
         count = 0
         for path in self.run.rank_files():
             tail = self.tails.setdefault(str(path), RecordTail(path))
-            for record in tail.read(max_bytes or FILE_READ_BYTES):
-                count += self._apply(record)
+            count += self._apply(tail.read(max_bytes or FILE_READ_BYTES))
         if self.config.launch.nnodes > 1:
             self.state.apply(RelaySeen(self.run.read_relay_status()))
         self._read_printed()
@@ -189,11 +191,9 @@ class RunDirSource(FoldedSource):
         deadline = time.monotonic() + SOCKET_READ_S
         while self.socket is not None:
             batch = self.socket.take(SOCKET_BATCH)
-            for data in batch:
-                try:
-                    count += self._apply(codec.decode(data))
-                except RecordError:
-                    self.bad_datagrams += 1
+            records, bad = codec.decode_many(batch, blank_is_bad=True)
+            self.bad_datagrams += bad
+            count += self._apply(records)
             if not batch or time.monotonic() >= deadline:
                 break
         self._report_bad_input()

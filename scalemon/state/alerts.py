@@ -5,11 +5,10 @@ write to the run dir (and when they reach it again)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
 from typing import TYPE_CHECKING
 
 from scalemon.core.records import StepRecord
-from scalemon.state.analysis import median
 from scalemon.state.events import Level
 from scalemon.state.ranks import RankInfo
 
@@ -20,6 +19,7 @@ REPEAT_STEPS = 100  # an alert says the same thing again at most this many steps
 WARM_STEPS = 50  # a loss above ln(vocab) before this is the first steps', not a problem
 SYNC_JUMP_WINDOW = 20
 SYNC_JUMP_EVERY = 5  # checked every 5th step: the fold of a long history stays fast
+RECENT_SHARES = 100  # steps the jump is measured against (the fold's RECENT)
 
 
 class Alerts:
@@ -39,19 +39,23 @@ class Alerts:
                 self._nan_at = record.step
                 state.log(record.t, Level.ERROR, f"loss is {loss} at step {record.step}")
             return
+        if record.step - self._high_at < REPEAT_STEPS:  # the cheap test first: every step
+            return
         baseline = state.ln_vocab
         warm = record.step >= state.ranks[record.rank].start_step + WARM_STEPS
-        if warm and baseline and loss > baseline and record.step - self._high_at >= REPEAT_STEPS:
+        if warm and baseline and loss > baseline:
             self._high_at = record.step
             state.log(record.t, Level.WARN, f"loss {loss:.3f} is above ln(vocab) = "
                                             f"{baseline:.2f} at step {record.step}")
 
-    def sync_jump(self, state: RunState, recent: Sequence[StepRecord], record: StepRecord
-                  ) -> None:
-        if len(recent) < SYNC_JUMP_WINDOW or record.step % SYNC_JUMP_EVERY:
+    def sync_jump(self, state: RunState, record: StepRecord) -> None:
+        """On the loss rank's shares of exposed sync (state.sync_history): the last 5 steps'
+        median against the window's before them."""
+        history = state.sync_history
+        if len(history) < SYNC_JUMP_WINDOW or record.step % SYNC_JUMP_EVERY:
             return
-        shares = [r.sync.exposed / r.dt if r.sync and r.dt > 0 else 0.0 for r in recent]
-        before, now = median(shares[:-5]), median(shares[-5:])
+        shares = list(history)[-RECENT_SHARES:]  # never NaN: a share is exposed / dt, dt > 0
+        before, now = statistics.median(shares[:-5]), statistics.median(shares[-5:])
         jumped = now - before > 0.15 and now > 1.5 * before
         if jumped and record.step - self._sync_at >= REPEAT_STEPS:
             self._sync_at = record.step

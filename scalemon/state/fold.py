@@ -12,7 +12,7 @@ import math
 import statistics
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from scalemon.state.observations import (
     SystemSeen,
     Tick,
 )
-from scalemon.state.ranks import OBSERVED_FIELDS, RankInfo
+from scalemon.state.ranks import OBSERVED_FIELDS, RankInfo, add_step
 from scalemon.state.series import Ema, LossSeries
 
 RECENT = 100  # steps per rank in the rolling window for medians (steady on a noisy machine)
@@ -53,6 +53,7 @@ SMOOTHED_OVER = 200  # the smoothed loss is the EMA of this many last steps
 SEEN_KEPT = 4096  # records remembered per rank to drop duplicates
 NOSYNC_SAMPLES = 32  # no_sync backward samples kept per rank for the compute estimate
 RESUME_LOSSES = 5  # losses before a resume whose median it is to continue from
+_RECORD_TYPES = (StepRecord, StartRecord, MetaRecord, CheckpointRecord, EndRecord)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class RunState:
         self.records = 0
         self.duplicates = 0
         self.series = LossSeries()  # the loss downsampled, brought up to date when summarized
-        self._seen: dict[int, tuple[set[tuple[str, float, int | None]], deque[Any]]] = {}
+        self._seen: dict[int, list[set[tuple[str, float, int | None]]]] = {}
         self._alerts = Alerts()
         self._handlers: dict[type, Callable[[Any], None]] = {
             StartRecord: self._apply_start, StepRecord: self._apply_step,
@@ -186,27 +187,37 @@ class RunState:
 
     def apply(self, item: Record | Observation) -> bool:
         """Fold a record or an observation in; False for a record already seen."""
-        if isinstance(item, StartRecord | StepRecord | MetaRecord | CheckpointRecord | EndRecord):
-            if self._duplicate(item):
+        if isinstance(item, _RECORD_TYPES):  # a tuple: isinstance of a union is slower
+            record = item
+            if self._duplicate(record):
                 self.duplicates += 1
                 return False
             self.records += 1
-            info = self.ranks.get(item.rank)
+            info = self.ranks.get(record.rank)
             if info is None:  # not setdefault: a RankInfo per record is a fifth of apply's time
-                info = self.ranks[item.rank] = RankInfo(item.rank, node=self.node_of(item.rank))
+                info = self.ranks[record.rank] = RankInfo(record.rank,
+                                                          node=self.node_of(record.rank))
             info.stale = False
         self._handlers[type(item)](item)
         return True
 
+    def apply_all(self, items: Iterable[Record | Observation]) -> int:
+        """apply() each in turn (a loop in C: a replay folds a million); how many were new."""
+        return sum(map(self.apply, items))
+
     def _duplicate(self, record: Record) -> bool:
-        seen, order = self._seen.setdefault(record.rank, (set(), deque()))
+        """Seen among the rank's last SEEN_KEPT records (to twice as many): the newer keys and
+        the older, swapped when the newer are full, cost no eviction per record."""
+        kept = self._seen.get(record.rank)
+        if kept is None:
+            kept = self._seen[record.rank] = [set(), set()]
+        newer, older = kept
         key = (record.kind, record.t, getattr(record, "step", None))
-        if key in seen:
+        if key in newer or key in older:
             return True
-        seen.add(key)
-        order.append(key)
-        if len(order) > SEEN_KEPT:
-            seen.discard(order.popleft())
+        newer.add(key)
+        if len(newer) >= SEEN_KEPT:
+            kept[:] = [set(), newer]
         return False
 
     def _apply_start(self, record: StartRecord) -> None:
@@ -244,54 +255,60 @@ class RunState:
                                            "communicate (each trains its own copy)")
 
     def _apply_step(self, record: StepRecord) -> None:
-        info = self.ranks[record.rank]
-        newest = record.step > info.last_step
-        if record.step >= info.last_step:
-            info.last_step, info.last_t = record.step, record.t
-        info.add_step(record.step)
-        info.drops = max(info.drops, record.drops)
-        self._alerts.recording(self, info, record, newest)
-        recent = self.recent.get(record.rank)
+        # The hot path of a replay (a million records): attributes are read once into locals.
+        rank, step = record.rank, record.step
+        info = self.ranks[rank]
+        newest = step > info.last_step
+        if step >= info.last_step:
+            info.last_step, info.last_t = step, record.t
+        add_step(info.steps, step)
+        if record.drops > info.drops:
+            info.drops = record.drops
+        if record.lost > info.lost or info.losing:
+            self._alerts.recording(self, info, record, newest)
+        recent = self.recent.get(rank)
         if recent is None:
-            recent = self.recent[record.rank] = deque(maxlen=RECENT)
+            recent = self.recent[rank] = deque(maxlen=RECENT)
         recent.append(record)
         if record.nosync_backward is not None:
-            samples = self.nosync.get(record.rank)
+            samples = self.nosync.get(rank)
             if samples is None:
-                samples = self.nosync[record.rank] = deque(maxlen=NOSYNC_SAMPLES)
+                samples = self.nosync[rank] = deque(maxlen=NOSYNC_SAMPLES)
             samples.append(record.nosync_backward)
         # When the rank reached the step's sync: its last gradient bucket, else its first own
         # collective. The last rank there sets when the others' sync can finish.
-        arrived = record.sync.last_ready if record.sync is not None else \
-            record.collectives.first_launch if record.collectives is not None and \
-            record.collectives.count else None
+        sync, collectives = record.sync, record.collectives
+        arrived = sync.last_ready if sync is not None else \
+            collectives.first_launch if collectives is not None and collectives.count else None
         if arrived is not None:
-            self.ready_by_step.setdefault(record.step, {})[record.rank] = arrived
-            while len(self.ready_by_step) > RECENT:
-                del self.ready_by_step[min(self.ready_by_step)]
+            ready = self.ready_by_step.get(step)
+            if ready is None:
+                ready = self.ready_by_step[step] = {}
+                _keep_highest(self.ready_by_step)
+            ready[rank] = arrived
         if record.data is not None:
             self._check_data(record, record.data)
-        if self.loss_rank is None or record.rank < self.loss_rank:
-            self.loss_rank = record.rank
+        loss_rank = self.loss_rank
+        if loss_rank is None or rank < loss_rank:
+            self.loss_rank = loss_rank = rank
             self.loss_steps, self.loss_values = array("q"), array("d")
             self.step_times.clear()
             self.sync_history.clear()
-        if record.rank == self.loss_rank:
+        if rank == loss_rank:
             self._append_loss(record)
-            self.step_times.append((record.step, record.t, record.tokens))
+            self.step_times.append((step, record.t, record.tokens))
             self._alerts.loss(self, record)
-            self._alerts.sync_jump(self, recent, record)
+            self._alerts.sync_jump(self, record)
 
     def _check_data(self, record: StepRecord, data: int) -> None:
         """Once every rank has fingerprinted a step's first batch: were any two the same?"""
-        seen = self._data_by_step.setdefault(record.step, {})
+        seen = self._data_by_step.get(record.step)
+        if seen is None:
+            seen = self._data_by_step[record.step] = {}
+            _keep_highest(self._data_by_step)
         seen[record.rank] = data
         world = self.world or 0
         if world < 2 or len(seen) < world:
-            # The lowest step first: a replay folds one rank's file, then the next, whose steps
-            # complete those kept (evicting by arrival would drop them before their peers come).
-            while len(self._data_by_step) > RECENT:
-                del self._data_by_step[min(self._data_by_step)]
             return
         del self._data_by_step[record.step]
         check = self.data_check
@@ -375,6 +392,16 @@ class RunState:
 
     def _apply_log_restart(self, seen: LogRestarted) -> None:
         self.horizon = seen.horizon
+
+
+def _keep_highest(by_step: dict[int, Any]) -> None:
+    """Keep the last RECENT steps (to a quarter more) of a step-keyed window, the lowest
+    dropped first: a replay folds one rank's file, then the next, whose steps complete those
+    kept (dropping by arrival would drop them before their peers come). In batches: a min()
+    over the keys at every new step was a tenth of a replay's fold."""
+    if len(by_step) > RECENT + RECENT // 4:
+        for step in sorted(by_step)[:-RECENT]:
+            del by_step[step]
 
 
 def _whole(value: JSONScalar) -> int | None:

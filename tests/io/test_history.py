@@ -17,7 +17,7 @@ from scalemon.core.records import CheckpointRecord, EndRecord, StartRecord, Step
 from scalemon.io import tail as tailing
 from scalemon.io.rundir import RunDir
 from scalemon.io.tail import RecordTail, history_tail
-from scalemon.sources import history
+from scalemon.sources import history, rundir
 from scalemon.sources.rundir import RunDirSource
 from scalemon.state.events import Level
 from scalemon.state.observations import Note
@@ -60,6 +60,7 @@ def write(run: RunDir, rank: int, items: list, mode: str = "ab") -> None:
 def long_run(tmp_path, monkeypatch):
     monkeypatch.setattr(history, "TAIL_BYTES", 20_000)  # about 50 records: history is long
     monkeypatch.setattr(history, "SLICE_BYTES", 8_000)
+    monkeypatch.setattr(rundir, "BACKFILL_MIN_S", 0.001)  # the whole history takes polls
     run = make_run(tmp_path, "long", created=T0, model={"vocab": 256},
                    train={"steps": 10_000}, launch={"world_size": 2, "nnodes": 1})
     for rank in (0, 1):

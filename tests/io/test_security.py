@@ -179,7 +179,7 @@ def test_the_probe_sends_only_to_this_users_own_sockets(tmp_path):
             assert received(theirs) == []  # another user's socket gets nothing
 
 
-# Records are JSON, parsed by json/orjson into plain values and checked field by field:
+# Records are JSON, parsed by msgspec or json into plain values and checked field by field:
 # nothing that reads a run dir or a datagram unpickles, evaluates or imports.
 UNSAFE = re.compile(r"\b(pickle|marshal|shelve|dill)\.loads?\(|\beval\(|\bexec\(|"
                     r"yaml\.(unsafe_)?load\(|\b__import__\(|\bimportlib\.import_module\(")

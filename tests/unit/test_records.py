@@ -113,12 +113,25 @@ def test_bad_fields_have_short_reasons(change, reason):
         decode(json.dumps(obj))
 
 
-@pytest.mark.parametrize("key", sorted(set(valid_step()) - {"collectives"}))
-def test_every_key_is_required(key):
+_STEP_REQUIRED = {"v", "kind", "rank", "t", "step", "dt"}
+
+
+@pytest.mark.parametrize("key", sorted(_STEP_REQUIRED))
+def test_a_step_without_its_number_or_time_is_refused(key):
     obj = valid_step()
     del obj[key]
-    with pytest.raises(RecordError):
-        decode(json.dumps(obj))
+    for line in (json.dumps(obj), json.dumps(obj, separators=(",", ":")).encode()):
+        with pytest.raises(RecordError):
+            decode(line)
+
+
+@pytest.mark.parametrize("key", sorted(set(valid_step()) - _STEP_REQUIRED))
+def test_a_key_with_a_default_may_be_left_out(key):
+    obj = valid_step()
+    del obj[key]
+    default = getattr(StepRecord(rank=0, t=1.0, step=5, dt=0.5), key)
+    for line in (json.dumps(obj), json.dumps(obj, separators=(",", ":")).encode()):
+        assert getattr(decode(line), key) == default
 
 
 def test_collectives_are_optional_and_checked():
