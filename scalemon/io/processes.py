@@ -65,9 +65,10 @@ class RankWatch:
                 if started is not None and process.create_time() > started + 1:
                     return None
                 self._processes[pid] = process
-            if not process.is_running():
-                return None
-            status = process.status()
+            with process.oneshot():  # one read of /proc/<pid>/stat for both
+                if not process.is_running():
+                    return None
+                status = process.status()
             return None if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) else status
         except psutil.NoSuchProcess:
             return None

@@ -95,6 +95,7 @@ class RunState:
         self.printed: StepLine | None = None  # a probed script's own last step line
         self.printed_eval: EvalLine | None = None  # ... and its last evaluation line
         self.now: float | None = None  # the last tick
+        self.tick_step_s = (-math.inf, 0.0)  # liveness's median step, and when it was taken
         self.ranks: dict[int, RankInfo] = {}
         self.loss_steps = array("q")  # loss of the lowest reporting rank, by step
         self.loss_values = array("d")

@@ -43,7 +43,7 @@ def phase(state: RunState) -> RunPhase:
 def tick(state: RunState, now: float) -> None:
     """Mark ranks that stopped reporting or are stuck waiting (the time-driven part)."""
     state.now = now
-    step_s = step_seconds(state) or 0
+    step_s = _step_s(state, now)
     limit = max(STALE_AFTER_S, 10 * step_s)
     for info in state.ranks.values():
         silent = info.last_t is not None and info.ended is None and now - info.last_t > limit
@@ -59,6 +59,15 @@ def tick(state: RunState, now: float) -> None:
                                        f"{_sync_name(info.activity)} at step "
                                        f"{info.activity.step}{_waited_for(state, info, now)}")
         info.stuck = stuck
+
+
+def _step_s(state: RunState, now: float) -> float:
+    """The median step, as of at most a second ago: a monitor ticks every poll (10 a second),
+    the median over the window was most of a tick, and the limits it sets are 5 and 10 steps."""
+    at, step_s = state.tick_step_s
+    if not at <= now < at + 1.0:
+        state.tick_step_s = (now, step_s := step_seconds(state) or 0.0)
+    return step_s
 
 
 def _sync_name(activity: Activity) -> str:
