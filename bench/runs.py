@@ -44,8 +44,9 @@ def step_lines(rank: int, first: int, count: int, t0: float, step_s: float = 0.5
     return "".join(out).encode()
 
 
-def start_line(rank: int, world: int, t: float, steps: int) -> bytes:
-    return codec.encode(StartRecord(rank=rank, t=t, pid=1, host="h", world=world,
+def start_line(rank: int, world: int, t: float, steps: int, pid: int = 1, host: str = "h"
+               ) -> bytes:
+    return codec.encode(StartRecord(rank=rank, t=t, pid=pid, host=host, world=world,
                                       local_rank=rank, meta={"vocab": 65536, "steps": steps}))
 
 

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 CPU_TARGET = 0.03
+FLOOR_TARGET = 1.5  # the monitor against a bare Textual app in the same pane
 DELAY_TARGET_S = 0.250
 
 
@@ -116,6 +117,7 @@ def floor(out: str, seconds: float) -> None:
         def on_mount(self) -> None:
             self.history: list[float] = []
             self.start = (time.monotonic(), cpu_seconds())
+            self.threads = thread_cpu()
             self.set_interval(1.0, self.redraw)
             self.set_timer(seconds, self.finish)
 
@@ -128,7 +130,8 @@ def floor(out: str, seconds: float) -> None:
 
         def finish(self) -> None:
             wall, cpu = time.monotonic() - self.start[0], cpu_seconds() - self.start[1]
-            Path(out).write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+            threads = {name: t - self.threads.get(name, 0.0) for name, t in thread_cpu().items()}
+            Path(out).write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "threads": threads}))
             self.exit()
 
     Floor().run()
@@ -189,12 +192,83 @@ def step_delays(run, frames: list[tuple[float, int]]) -> list[float]:
     return delays
 
 
+def watch_and_floor(tmux: list[str], size: str, home: Path, run_path: Path, out_dir: Path,
+                    seconds: float) -> tuple[dict | None, dict | None]:
+    """The monitor watching `run_path` in a `size` pane, then the bare floor in the same pane
+    size for as long (the run going on beside both); their figures."""
+    here = str(Path(__file__).resolve())
+    out, floor_out = out_dir / f"monitor-{size}.json", out_dir / f"floor-{size}.json"
+    for path in (out, floor_out):
+        path.unlink(missing_ok=True)
+    child = [sys.executable, here, "--seconds", str(seconds), "--monitor", str(run_path),
+             str(out)]
+    result = in_pane(tmux, size, f"env TERM=xterm-256color SCALEMON_HOME={home} ", child, out,
+                     seconds)
+    floor_child = [sys.executable, here, "--seconds", str(seconds), "--floor", str(floor_out)]
+    bare = in_pane(tmux, size, "env TERM=xterm-256color ", floor_child, floor_out, seconds)
+    return result, bare
+
+
+def by_thread(result: dict) -> dict[str, float]:
+    """Each thread's CPU as a share of one core over the measured time."""
+    return {name: t / result["wall_s"] for name, t in sorted(result["threads"].items())}
+
+
+def shares_text(threads: dict[str, float]) -> str:
+    return ", ".join(f"{name} {share:.2%}" for name, share in threads.items())
+
+
+def paced(tmux: list[str], tmp: Path, sizes: list[str], rates: list[float], seconds: float
+          ) -> list[dict]:
+    """For each pane size and step rate: a synthetic two-rank run at that rate
+    (bench/paced_run.py), the monitor watching it, and the floor beside it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from runs import write_config
+
+    from scalemon.io.rundir import RunDir
+
+    home, rows = tmp / "home", []
+    for size in sizes:
+        for rate in rates:
+            run = RunDir.create(home / "runs" / f"paced-{size}-{rate:g}")
+            writer = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("paced_run.py")), str(run.path),
+                 str(rate), str(2 * seconds + 60)])
+            write_config(run, round(rate * (2 * seconds + 60)),
+                         pids={"0": writer.pid, "1": writer.pid})
+            try:
+                result, bare = watch_and_floor(tmux, size, home, run.path, tmp, seconds)
+            finally:
+                writer.kill()
+                writer.wait()
+            if result is None or bare is None:
+                print(f"  {size}, {rate:g} steps/s: no result (see the tmux pane's output)")
+                continue
+            share, floor_share = result["cpu_s"] / result["wall_s"], \
+                bare["cpu_s"] / bare["wall_s"]
+            rows.append({"size": size, "steps_per_s": rate, "cpu_share": share,
+                         "floor_share": floor_share, "ratio": share / floor_share,
+                         "views_per_s": result["views"] / result["wall_s"],
+                         "threads": by_thread(result), "floor_threads": by_thread(bare)})
+            print(f"  {size:>7}, {rate:>4g} steps/s: monitor {share:.2%} of one core, floor "
+                  f"{floor_share:.2%}: {share / floor_share:.2f}x (target < {FLOOR_TARGET}x), "
+                  f"{rows[-1]['views_per_s']:.1f} views/s", flush=True)
+            print("      by thread: monitor " + shares_text(rows[-1]["threads"]) + "; floor "
+                  + shares_text(rows[-1]["floor_threads"]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--size", default="100x30", help="the tmux pane, WIDTHxHEIGHT")
+    parser.add_argument("--paced", nargs="*", type=float, metavar="STEPS_PER_S",
+                        help="instead of training: synthetic runs at these step rates "
+                             "(default 1 10 50), in each of --sizes")
+    parser.add_argument("--sizes", nargs="+", default=["80x24", "200x60"],
+                        help="pane sizes for --paced")
     parser.add_argument("--monitor", nargs=2, metavar=("RUN_DIR", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--floor", metavar="OUT", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
@@ -208,26 +282,30 @@ def main() -> None:
     if shutil.which("tmux") is None:
         print("bench/tui_cost.py: skipped, it needs tmux (apt-get install tmux)")
         return
+    tmux = ["tmux", "-L", f"scalemon-bench-{os.getpid()}"]
+    if args.paced is not None:
+        rates = args.paced or [1.0, 10.0, 50.0]
+        print(f"monitor CPU beside the bare Textual floor, synthetic two-rank runs, "
+              f"{args.seconds:g} s each")
+        with tempfile.TemporaryDirectory(prefix="scalemon-tui-bench-") as tmp:
+            try:
+                rows = paced(tmux, Path(tmp), args.sizes, rates, args.seconds)
+            finally:
+                subprocess.run(tmux + ["kill-server"], capture_output=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"paced": rows}))
+        return
     with tempfile.TemporaryDirectory(prefix="scalemon-tui-bench-") as tmp:
-        home, out = Path(tmp) / "home", Path(tmp) / "out.json"
-        tmux = ["tmux", "-L", f"scalemon-bench-{os.getpid()}"]
+        home = Path(tmp) / "home"
         run = start_run(home, args.depth, args.vocab)
         try:
             while steps_done(run) < 10:  # past start-up and warm-up
                 time.sleep(0.5)
             steps_before, t_before = steps_done(run), time.monotonic()
-            child = [sys.executable, str(Path(__file__).resolve()), "--seconds",
-                     str(args.seconds), "--monitor", str(run.path), str(out)]
-            env = f"env TERM=xterm-256color SCALEMON_HOME={home} "
-            result = in_pane(tmux, args.size, env, child, out, args.seconds)
+            result, bare = watch_and_floor(tmux, args.size, home, run.path, Path(tmp),
+                                           args.seconds)
+            # (the floor ran after the monitor, while the ranks trained on beside it)
             steps_per_s = (steps_done(run) - steps_before) / (time.monotonic() - t_before)
-            # The floor next, in the same pane size, while the ranks train on beside it as
-            # they did beside the monitor.
-            floor_out = Path(tmp) / "floor.json"
-            floor_child = [sys.executable, str(Path(__file__).resolve()), "--seconds",
-                           str(args.seconds), "--floor", str(floor_out)]
-            bare = in_pane(tmux, args.size, "env TERM=xterm-256color ", floor_child, floor_out,
-                           args.seconds)
         finally:
             stop_run(run)
             subprocess.run(tmux + ["kill-server"], capture_output=True)
@@ -247,8 +325,7 @@ def main() -> None:
         print(f"bare Textual floor (six text panels and a sparkline redrawn once a second, "
               f"same pane): {floor_share:.1%} of one core; the monitor is "
               f"{share / floor_share:.2f}x it")
-    print("  by thread: " + ", ".join(f"{name} {t / result['wall_s']:.1%}"
-                                      for name, t in sorted(result["threads"].items())))
+    print("  by thread: " + shares_text(by_thread(result)))
     print(f"step end to screen: median {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
           f"({p95 / DELAY_TARGET_S:.2f}x the {DELAY_TARGET_S * 1000:.0f} ms target), "
           f"max {delays[-1] * 1000:.0f} ms over {len(delays)} steps")
