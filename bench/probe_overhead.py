@@ -46,6 +46,32 @@ def same_work_hook(group, bucket):
     return work.get_future().then(lambda fut: fut.value()[0])
 
 
+def gpt_and_batches(depth: int, vocab: int, seq_len: int):
+    """The benchmark's GPT (seeded: every replica is a deepcopy of it) and its 8 batches."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(depth=depth, vocab=vocab, seq_len=seq_len)
+    base = GPT(cfg)
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, cfg.vocab, (2, cfg.seq_len + 1), generator=gen) for _ in range(8)]
+    return cfg, base, batches, 2 * cfg.seq_len
+
+
+def train_step(model, opt, probe, batches, step: int, tokens: int) -> None:
+    """One DDP step inside the probe's step and phases (no-ops for an inactive probe)."""
+    with probe.step(step, tokens=tokens, lr=1e-3) as s:
+        with s.phase("data"):
+            batch = batches[step % len(batches)]
+            x, y = batch[:, :-1], batch[:, 1:]
+        with s.phase("forward"):
+            loss = model(x, y)
+        with s.phase("backward", synced=True):
+            loss.backward()
+        with s.phase("optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        s.loss = loss.item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20)
@@ -60,12 +86,7 @@ def main() -> None:
     group = OneRank("probe-overhead-")
     work, drain = group.work, group.drain
 
-    torch.manual_seed(0)
-    cfg = GPTConfig(depth=args.depth, vocab=args.vocab, seq_len=args.seq_len)
-    base = GPT(cfg)
-    tokens = 2 * cfg.seq_len
-    gen = torch.Generator().manual_seed(1)
-    batches = [torch.randint(0, cfg.vocab, (2, cfg.seq_len + 1), generator=gen) for _ in range(8)]
+    cfg, base, batches, tokens = gpt_and_batches(args.depth, args.vocab, args.seq_len)
 
     arms = {}  # (setting, kind) -> (model, optimizer, probe, step times)
     for rank, (setting, view) in enumerate(SETTINGS.items()):
@@ -83,18 +104,7 @@ def main() -> None:
         model, opt, probe, times = arms[arm]
         for step in range(first_step, first_step + args.block):
             t0 = time.perf_counter()
-            with probe.step(step, tokens=tokens, lr=1e-3) as s:
-                with s.phase("data"):
-                    batch = batches[step % len(batches)]
-                    x, y = batch[:, :-1], batch[:, 1:]
-                with s.phase("forward"):
-                    loss = model(x, y)
-                with s.phase("backward", synced=True):
-                    loss.backward()
-                with s.phase("optimizer"):
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                s.loss = loss.item()
+            train_step(model, opt, probe, batches, step, tokens)
             if record:
                 times.append(time.perf_counter() - t0)
             drain()
