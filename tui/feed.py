@@ -79,20 +79,17 @@ class Feed:
 
     def _run(self) -> None:
         last_post = last_step_post = last_full = -math.inf
-        fresh = True  # records (or the first view) not yet on screen
+        first = True  # the first view goes out at once, records or not
         shown = None  # what the fast panels show, as of the last view
         failed = False
         while not self._stop.is_set():
             try:
-                if fresh:
-                    # Too soon for another view: let records pile up in the socket and
-                    # take them all at once when the next view is due (one poll, not one
-                    # per datagram).
-                    self._stop.wait(max(0.0, last_step_post + MIN_INTERVAL_S - time.monotonic()))
-                    self.source.poll(0)
-                else:
-                    wait = min(POLL_S, max(0.0, last_post + IDLE_INTERVAL_S - time.monotonic()))
-                    fresh = self.source.poll(wait) > 0
+                # No view brings records sooner than MIN_INTERVAL_S after the last: until
+                # then they pile up in the socket, and one poll takes them all when the
+                # next is due (then or as soon as one comes). One poll a view, not two.
+                self._stop.wait(max(0.0, last_step_post + MIN_INTERVAL_S - time.monotonic()))
+                wait = min(POLL_S, max(0.0, last_post + IDLE_INTERVAL_S - time.monotonic()))
+                fresh = self.source.poll(wait) > 0 or first
                 now = time.monotonic()
                 full = now - last_full >= FULL_INTERVAL_S
                 if fresh and not full and self._fast_key() == shown:
@@ -107,7 +104,7 @@ class Feed:
                     last_post, shown, failed = now, self._fast_key(), False
                     last_step_post = now if fresh else last_step_post
                     last_full = now if full else last_full
-                    fresh = False
+                    first = False
             except Exception:
                 if not failed:  # say it once, then keep trying each second
                     self.post(FeedFailed(traceback.format_exc(limit=3).strip().splitlines()[-1]))

@@ -48,11 +48,36 @@ def is_supervisor(pid: int | None) -> bool:
     return SUPERVISOR_MODULE.encode() in cmdline and _zombie(pid) is False
 
 
+# /proc/<pid>/stat's state letters, as psutil names them; Z and X are gone.
+_STATES = {"R": psutil.STATUS_RUNNING, "S": psutil.STATUS_SLEEPING,
+           "D": psutil.STATUS_DISK_SLEEP, "T": psutil.STATUS_STOPPED,
+           "t": psutil.STATUS_TRACING_STOP, "I": psutil.STATUS_IDLE,
+           "P": psutil.STATUS_PARKED, "W": psutil.STATUS_WAKING}
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """A process's state letter and start time (clock ticks since boot), from one read of
+    /proc/<pid>/stat; None where there is no such file (gone, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    try:
+        return fields[0].decode(), fields[19].decode()
+    except (IndexError, UnicodeDecodeError):
+        return None
+
+
 class RankWatch:
-    """psutil's view of the ranks' processes, kept between polls (one Process each)."""
+    """The ranks' processes, checked every poll: psutil's view when first seen (is it the
+    rank, not a later process with its pid), then one read of /proc/<pid>/stat a poll, the
+    same start time telling it is the same process (psutil's is_running and status read it
+    three times and build a second Process), where /proc is there."""
 
     def __init__(self) -> None:
         self._processes: dict[int, psutil.Process] = {}
+        self._start_ticks: dict[int, str | None] = {}
 
     def status(self, pid: int, started: float | None) -> str | None:
         """psutil's status of a rank's process ("running", "stopped" ...); None once gone.
@@ -65,7 +90,16 @@ class RankWatch:
                 if started is not None and process.create_time() > started + 1:
                     return None
                 self._processes[pid] = process
-            with process.oneshot():  # one read of /proc/<pid>/stat for both
+                stat = _stat(pid)
+                self._start_ticks[pid] = stat[1] if stat else None
+            ticks = self._start_ticks.get(pid)
+            if ticks is not None:
+                stat = _stat(pid)
+                if stat is None or stat[1] != ticks:
+                    return None
+                return _STATES.get(stat[0], psutil.STATUS_RUNNING) if stat[0] not in "ZX" \
+                    else None
+            with process.oneshot():
                 if not process.is_running():
                     return None
                 status = process.status()
