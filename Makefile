@@ -46,6 +46,7 @@ fuzz: $(STAMP)
 
 # One table of every figure (bench/suite.py); `make bench QUICK=1` for a short smoke run.
 bench: $(STAMP)
+	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python bench/suite.py $(if $(QUICK),--quick)
 
 clean:

@@ -141,8 +141,15 @@ def in_pane(tmux: list[str], size: str, env: str, child: list[str], out: Path,
             seconds: float) -> dict | None:
     """Run `child` in a fresh tmux pane of `size` until it writes `out`; its figures."""
     width, height = size.split("x")
-    subprocess.run(tmux + ["new-session", "-d", "-s", "bench", "-x", width, "-y", height,
-                           env + " ".join(child)], check=True)
+    for attempt in range(5):  # the last pane's server may still be exiting
+        started = subprocess.run(tmux + ["new-session", "-d", "-s", "bench", "-x", width,
+                                         "-y", height, env + " ".join(child)],
+                                 capture_output=True, text=True)
+        if started.returncode == 0:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    else:
+        sys.exit(f"tmux would not start a pane: {started.stderr.strip()}")
     deadline = time.monotonic() + seconds + 60
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
