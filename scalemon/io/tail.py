@@ -4,6 +4,7 @@ last bytes of a log (`read_tail`)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +48,12 @@ class RecordTail:
         self.truncations = 0
 
     def read(self, max_bytes: int = 64 << 20) -> Iterator[Record]:
-        """The records of the lines added since the last call, reading up to `max_bytes`."""
+        """The records of the lines added since the last call, reading up to `max_bytes`
+        (lazily, a chunk at a time; the records of a chunk are chained in C, not yielded one
+        by one through two generators: a replay reads a million)."""
+        return itertools.chain.from_iterable(self._chunks(max_bytes))
+
+    def _chunks(self, max_bytes: int) -> Iterator[list[Record]]:
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -61,11 +67,11 @@ class RecordTail:
                     if not chunk:
                         return
                     self.offset += len(chunk)
-                    yield from self._records(chunk)
+                    yield self._records(chunk)
         except OSError:
             return
 
-    def _records(self, chunk: bytes) -> Iterator[Record]:
+    def _records(self, chunk: bytes) -> list[Record]:
         lines = (self.partial + chunk).split(b"\n")
         self.partial = lines.pop()
         if len(self.partial) > MAX_RECORD_BYTES:
@@ -73,7 +79,7 @@ class RecordTail:
             self.partial = b""
         records, bad = codec.decode_many(lines)
         self.bad += bad
-        yield from records
+        return records
 
 
 def history_tail(path: Path, window: int) -> tuple[list[bytes], int]:

@@ -50,6 +50,7 @@ from scalemon.state.series import Ema, LossSeries
 RECENT = 100  # steps per rank in the rolling window for medians (steady on a noisy machine)
 SYNC_HISTORY = 120  # steps of sync share kept for the split panel's history
 SMOOTHED_OVER = 200  # the smoothed loss is the EMA of this many last steps
+WINDOW_MAX = RECENT + RECENT // 4  # step windows are trimmed back to RECENT past this
 SEEN_KEPT = 4096  # records remembered per rank to drop duplicates
 NOSYNC_SAMPLES = 32  # no_sync backward samples kept per rank for the compute estimate
 RESUME_LOSSES = 5  # losses before a resume whose median it is to continue from
@@ -190,9 +191,20 @@ class RunState:
         """Fold a record or an observation in; False for a record already seen."""
         if isinstance(item, _RECORD_TYPES):  # a tuple: isinstance of a union is slower
             record = item
-            if self._duplicate(record):
+            # A duplicate is one among the rank's last SEEN_KEPT records (to twice as many):
+            # the newer keys and the older, swapped when the newer are full, cost no eviction
+            # per record (inline: this runs a million times in a replay).
+            kept = self._seen.get(record.rank)
+            if kept is None:
+                kept = self._seen[record.rank] = [set(), set()]
+            newer, older = kept
+            key = (record.kind, record.t, getattr(record, "step", None))
+            if key in newer or key in older:
                 self.duplicates += 1
                 return False
+            newer.add(key)
+            if len(newer) >= SEEN_KEPT:
+                kept[:] = [set(), newer]
             self.records += 1
             info = self.ranks.get(record.rank)
             if info is None:  # not setdefault: a RankInfo per record is a fifth of apply's time
@@ -205,21 +217,6 @@ class RunState:
     def apply_all(self, items: Iterable[Record | Observation]) -> int:
         """apply() each in turn (a loop in C: a replay folds a million); how many were new."""
         return sum(map(self.apply, items))
-
-    def _duplicate(self, record: Record) -> bool:
-        """Seen among the rank's last SEEN_KEPT records (to twice as many): the newer keys and
-        the older, swapped when the newer are full, cost no eviction per record."""
-        kept = self._seen.get(record.rank)
-        if kept is None:
-            kept = self._seen[record.rank] = [set(), set()]
-        newer, older = kept
-        key = (record.kind, record.t, getattr(record, "step", None))
-        if key in newer or key in older:
-            return True
-        newer.add(key)
-        if len(newer) >= SEEN_KEPT:
-            kept[:] = [set(), newer]
-        return False
 
     def _apply_start(self, record: StartRecord) -> None:
         info = self.ranks[record.rank]
@@ -285,7 +282,8 @@ class RunState:
             ready = self.ready_by_step.get(step)
             if ready is None:
                 ready = self.ready_by_step[step] = {}
-                _keep_highest(self.ready_by_step)
+                if len(self.ready_by_step) > WINDOW_MAX:
+                    _keep_highest(self.ready_by_step)
             ready[rank] = arrived
         if record.data is not None:
             self._check_data(record, record.data)
@@ -306,7 +304,8 @@ class RunState:
         seen = self._data_by_step.get(record.step)
         if seen is None:
             seen = self._data_by_step[record.step] = {}
-            _keep_highest(self._data_by_step)
+            if len(self._data_by_step) > WINDOW_MAX:
+                _keep_highest(self._data_by_step)
         seen[record.rank] = data
         world = self.world or 0
         if world < 2 or len(seen) < world:
@@ -396,13 +395,12 @@ class RunState:
 
 
 def _keep_highest(by_step: dict[int, Any]) -> None:
-    """Keep the last RECENT steps (to a quarter more) of a step-keyed window, the lowest
-    dropped first: a replay folds one rank's file, then the next, whose steps complete those
-    kept (dropping by arrival would drop them before their peers come). In batches: a min()
-    over the keys at every new step was a tenth of a replay's fold."""
-    if len(by_step) > RECENT + RECENT // 4:
-        for step in sorted(by_step)[:-RECENT]:
-            del by_step[step]
+    """Keep the last RECENT steps of a step-keyed window past WINDOW_MAX, the lowest dropped
+    first: a replay folds one rank's file, then the next, whose steps complete those kept
+    (dropping by arrival would drop them before their peers come). In batches: a min() over
+    the keys at every new step was a tenth of a replay's fold."""
+    for step in sorted(by_step)[:-RECENT]:
+        del by_step[step]
 
 
 def _whole(value: JSONScalar) -> int | None:
