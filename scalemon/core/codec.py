@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgspec
+try:
+    import msgspec
+except ImportError:  # a script's own interpreter, which only writes: see core/structs.py
+    msgspec = None  # type: ignore[assignment]
 
 from scalemon.core import record_rules
 from scalemon.core.errors import RecordError
@@ -112,11 +115,12 @@ def encode(record: Record) -> bytes:
 # (tests/unit/test_records_fast_json.py compares the two).
 _STEP_PREFIX = b'{"v":%d,"kind":"step",' % SCHEMA_VERSION
 _SHALLOW_BYTES = 1000  # nesting as deep as json's recursion limit takes 2 bytes a level
-_step_decoder = msgspec.json.Decoder(StepRecord)
+_step_decoder = msgspec.json.Decoder(StepRecord) if msgspec is not None else None
 
 
 def _fast_step(data: bytes) -> StepRecord | None:
-    if not data.startswith(_STEP_PREFIX) or len(data) > _SHALLOW_BYTES:
+    if _step_decoder is None or not data.startswith(_STEP_PREFIX) \
+            or len(data) > _SHALLOW_BYTES:
         return None
     try:
         return _step_decoder.decode(data)
@@ -157,7 +161,8 @@ def decode_many(lines: list[bytes], blank_is_bad: bool = False) -> tuple[list[Re
     replay decodes a million."""
     text = b"\n".join(lines)
     starts = text.count(b"\n" + _STEP_PREFIX) + text.startswith(_STEP_PREFIX)
-    if starts == len(lines) and max(map(len, lines), default=0) <= _SHALLOW_BYTES:
+    if _step_decoder is not None and starts == len(lines) \
+            and max(map(len, lines), default=0) <= _SHALLOW_BYTES:
         try:
             return [_step_decoder.decode(line) for line in lines], 0
         except msgspec.MsgspecError:

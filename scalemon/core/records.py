@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from msgspec import Meta, Struct
+from scalemon.core.structs import Meta, Struct
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 65536

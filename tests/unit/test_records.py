@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -243,3 +245,27 @@ def test_corrupted_bytes(record, data):
         raw[i] = data.draw(st.integers(min_value=0, max_value=255))
     _decode_or_record_error(bytes(raw))
     _decode_or_record_error(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+
+
+_WITHOUT_MSGSPEC = """
+import sys
+sys.modules["msgspec"] = None  # a training script's own interpreter, without msgspec
+import scalemon.probes.inject  # what `scalemon run --python PY` injects
+from scalemon.core import codec
+from scalemon.core.records import StepRecord, SyncTiming
+sync = SyncTiming(exposed=0.1, comm=0.2, overlap=0.1, bytes=8, buckets=1, last_ready=1.0)
+record = StepRecord(rank=0, t=1.0, step=2, dt=0.5, phases={"forward": 0.1}, sync=sync,
+                    loss=float("nan"))
+a, b = StepRecord(rank=0, t=1.0, step=1, dt=0.1), StepRecord(rank=0, t=1.0, step=1, dt=0.1)
+line = codec.encode(record)
+print(line.decode(), end="")
+print(repr(codec.decode(line)) == repr(record), a == b and a.phases is not b.phases)
+"""
+
+
+def test_the_schema_writes_without_msgspec():
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_MSGSPEC], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[1] == "True True"
+    with_msgspec = decode(out[0].encode())  # and this side reads what that side wrote
+    assert with_msgspec.step == 2 and math.isnan(with_msgspec.loss)
