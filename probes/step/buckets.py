@@ -60,9 +60,11 @@ class BucketTimer:
             return self._average(bucket).then(lambda f: f.value()[0])
         ready = time.perf_counter()
         entry = [ready, -1.0, float(bucket.buffer().nbytes)]
-        with self._lock:
+        with self._lock:  # one lock taken a bucket on each thread, not two
             self._buckets.append(entry)
-        self.begin_wait(time.time())
+            self._pending += 1
+            if self._pending == 1:
+                self._activity.waiting(time.time())
         if self.inner is not None:
             return self.inner(bucket).then(lambda f: self._done(entry, f.value()))
         # [0]: the averaged bucket, which DDP copies back to the grads
@@ -80,7 +82,9 @@ class BucketTimer:
         finished = time.perf_counter()
         with self._lock:
             entry[1] = finished
-        self.end_wait()
+            self._pending = max(0, self._pending - 1)
+            if self._pending == 0:
+                self._activity.waiting(None)
         return value
 
     def summary(self, end: float, wall_offset: float) -> SyncTiming | None:
