@@ -90,17 +90,14 @@ def _to_dict(r: Record) -> dict[str, Any]:
 
 def encode(record: Record) -> bytes:
     """One JSON line ending in newline; RecordError if the record would not decode."""
-    obj = _to_dict(record)
     try:
-        line = json.dumps(obj, separators=(",", ":"))
+        data = json.dumps(_to_dict(record), separators=(",", ":")).encode() + b"\n"
     except (TypeError, ValueError) as e:
         raise RecordError(f"not encodable: {e}") from None
-    # Round-trip through the parsed form so a writer can never emit what readers reject
-    # (a bool where an int belongs, a negative duration, a list in meta ...).
-    record_rules.parse(json.loads(line))
-    data = line.encode() + b"\n"
-    if len(data) > MAX_RECORD_BYTES:
-        raise RecordError("record too large")
+    # What readers will say of it, so a writer can never emit what they reject (a bool where
+    # an int belongs, a negative duration, a list in meta ...): decode's own fast path for the
+    # probe's step lines, half the cost of json.loads and the rules it used to take.
+    decode(data)
     return data
 
 
