@@ -188,31 +188,6 @@ def test_values_the_schema_rejects_never_raise(tmp_path):
     assert records[1].lost == 4 and records[2].message == "kept as text"
 
 
-def test_step_encoding_is_the_codecs(tmp_path):
-    """The probe's cheaper step encoding writes codec.encode's bytes and refuses what it
-    refuses (a NaN loss is JSON's NaN token; a NaN lr is rejected)."""
-    from scalemon.core.codec import encode
-    from scalemon.core.errors import RecordError
-    from scalemon.core.records import SyncTiming
-    from scalemon.probes.step.probe import encode_step
-
-    sync = SyncTiming(exposed=1e-4, comm=2e-3, overlap=1.9e-3, bytes=4096, buckets=2,
-                      last_ready=1.7e9)
-    def record(**changes):
-        fields = dict(rank=1, t=1.7e9, step=3, dt=0.03, phases={"forward": 0.01}, tokens=64,
-                      loss=2.5, lr=1e-3, micro_steps=1, sync=sync, nosync_backward=None,
-                      synced_backward=0.02, drops=0, lost=0, collectives=None, data=7)
-        return StepRecord(**(fields | changes))
-    for r in (record(), record(loss=float("nan")), record(loss=None, sync=None, data=None)):
-        assert encode_step(r) == encode(r)
-    assert b'"loss":NaN' in encode_step(record(loss=float("nan")))
-    for bad in (record(lr=float("nan")), record(tokens=-5), record(dt=object())):
-        with pytest.raises(RecordError):
-            encode(bad)
-        with pytest.raises(RecordError):
-            encode_step(bad)
-
-
 def test_bad_meta_fails_at_construction(tmp_path):
     with pytest.raises(ValueError):  # RecordError is a ValueError
         StepProbe(tmp_path, meta={"hosts": ["a", "b"]})
