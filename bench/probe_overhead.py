@@ -72,15 +72,21 @@ def train_step(model, opt, probe, batches, step: int, tokens: int) -> None:
         s.loss = loss.item()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def loop_arguments(description: str) -> argparse.ArgumentParser:
+    """The loop's options (rounds, block, shape, --json), for this bench and the peers run
+    on the same loop (traceml_cost.py)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--block", type=int, default=10, help="steps per block")
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--json", metavar="FILE", help="also write the figures here")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = loop_arguments(__doc__.splitlines()[0]).parse_args()
 
     torch.set_num_threads(1)
     group = OneRank("probe-overhead-")

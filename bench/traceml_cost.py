@@ -232,13 +232,9 @@ def run_arms(args: argparse.Namespace, group, traceml) -> tuple[list[str], dict]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--block", type=int, default=10, help="steps per block")
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    from probe_overhead import loop_arguments  # bench/, beside this script
+
+    ap = loop_arguments(__doc__.splitlines()[0])
     ap.add_argument("--out", help=argparse.SUPPRESS)  # set by the parent for the child
     args = ap.parse_args()
 

@@ -32,6 +32,7 @@ from scalemon.core.records import (
 
 __all__ = ["RecordError", "decode", "decode_many", "encode"]
 
+
 def _sync_dict(s: SyncTiming) -> dict[str, Any]:
     return {
         "exposed": s.exposed,

@@ -33,4 +33,5 @@ except ImportError:
                     setattr(cls, name, dataclasses.field(default_factory=dict))
             dataclasses.dataclass(frozen=True, kw_only=True)(cls)
 
+
 __all__ = ["Meta", "Struct"]

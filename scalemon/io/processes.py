@@ -15,13 +15,24 @@ import psutil
 SUPERVISOR_MODULE = "scalemon.run.supervise"
 
 
+def _stat(pid: int) -> tuple[str, str] | None:
+    """A process's state letter and start time (clock ticks since boot), from one read of
+    /proc/<pid>/stat; None where there is no such file (gone, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    try:
+        return fields[0].decode(), fields[19].decode()
+    except (IndexError, UnicodeDecodeError):
+        return None
+
+
 def _zombie(pid: int) -> bool | None:
     """Whether the process is a zombie (exited, not reaped by its parent); None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return None
+    stat = _stat(pid)
+    return None if stat is None else stat[0] == "Z"
 
 
 def process_alive(pid: int | None) -> bool:
@@ -53,20 +64,6 @@ _STATES = {"R": psutil.STATUS_RUNNING, "S": psutil.STATUS_SLEEPING,
            "D": psutil.STATUS_DISK_SLEEP, "T": psutil.STATUS_STOPPED,
            "t": psutil.STATUS_TRACING_STOP, "I": psutil.STATUS_IDLE,
            "P": psutil.STATUS_PARKED, "W": psutil.STATUS_WAKING}
-
-
-def _stat(pid: int) -> tuple[str, str] | None:
-    """A process's state letter and start time (clock ticks since boot), from one read of
-    /proc/<pid>/stat; None where there is no such file (gone, or not Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    try:
-        return fields[0].decode(), fields[19].decode()
-    except (IndexError, UnicodeDecodeError):
-        return None
 
 
 class RankWatch:

@@ -190,7 +190,7 @@ class RunState:
     def apply(self, item: Record | Observation) -> bool:
         """Fold a record or an observation in; False for a record already seen."""
         if isinstance(item, _RECORD_TYPES):  # a tuple: isinstance of a union is slower
-            record = item
+            record = item  # narrowed to a record
             # A duplicate is one among the rank's last SEEN_KEPT records (to twice as many):
             # the newer keys and the older, swapped when the newer are full, cost no eviction
             # per record (inline: this runs a million times in a replay).

@@ -36,9 +36,6 @@ class RankInfo:
         """Steps inside the recorded range with no record (lost or never written)."""
         return sum(b[0] - a[1] - 1 for a, b in zip(self.steps, self.steps[1:], strict=False))
 
-    def add_step(self, step: int) -> None:
-        add_step(self.steps, step)
-
 
 # What a monitor observes of a rank besides its records (liveness, RunDirSource.watch_ranks):
 # a state folded again from the files has not observed it, and takes it from the shown one.

@@ -10,6 +10,7 @@ import time
 
 import psutil
 import pytest
+from support.runs import wait_until
 
 from scalemon.io.processes import RankWatch
 
@@ -22,24 +23,14 @@ def child():
     proc.wait()
 
 
-def _until(check, seconds: float = 5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    return check()
-
-
 def test_a_live_rank_then_stopped_then_killed(child):
     watch = RankWatch()
     assert watch.status(child.pid, time.time()) in (psutil.STATUS_RUNNING,
                                                     psutil.STATUS_SLEEPING)
     os.kill(child.pid, signal.SIGSTOP)
-    assert _until(lambda: watch.status(child.pid, None) == psutil.STATUS_STOPPED)
+    wait_until(lambda: watch.status(child.pid, None) == psutil.STATUS_STOPPED, 5, "stopped")
     os.kill(child.pid, signal.SIGKILL)
-    assert _until(lambda: watch.status(child.pid, None) is None)  # a zombie is gone
+    wait_until(lambda: watch.status(child.pid, None) is None, 5, "gone")  # a zombie: gone
     child.wait()
     assert watch.status(child.pid, None) is None
 
